@@ -1,0 +1,5 @@
+import sys
+
+from facevid2vid.cli import main
+
+sys.exit(main())

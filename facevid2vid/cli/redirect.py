@@ -1,0 +1,26 @@
+"""`facevid2vid redirect`: rotate a head freely, or frontalize it."""
+from __future__ import annotations
+
+from facevid2vid.cli._common import add_crop_arg, add_model_args, add_view_args, report
+
+
+def register(sub) -> None:
+    p = sub.add_parser("redirect", help="change the head pose of a photo or of every frame of a video",
+                       description="Free-view redirection: R <- R_u R (or R = I with --frontalize). "
+                                   "An image in gives a PNG out; a video in gives a video out.")
+    p.add_argument("--source", required=True, metavar="IMG_OR_VIDEO")
+    p.add_argument("--output", required=True, metavar="OUT")
+    add_view_args(p)
+    add_model_args(p)
+    add_crop_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from facevid2vid.pipeline import redirect_files
+
+    result = redirect_files(args.source, args.output, yaw=args.yaw, pitch=args.pitch, roll=args.roll,
+                            frontalize=args.frontalize, checkpoint=args.checkpoint, crop=args.crop,
+                            device=args.device)
+    report(result, "redirect")
+    return 0

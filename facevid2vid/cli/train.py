@@ -1,0 +1,71 @@
+"""`facevid2vid train`: train on a prepared data directory (one process, or many under torchrun)."""
+from __future__ import annotations
+
+import argparse
+
+from facevid2vid.config import PRESETS
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train the networks on a prepared data directory",
+        description="Train F, L, H/Delta, M, G and D on pairs from a `prepare`d data directory. "
+                    "Runs in one process on CPU or GPU; under `torchrun --nproc_per_node N -m facevid2vid train ...` "
+                    "it runs DistributedDataParallel. Ctrl-C or SIGTERM saves a checkpoint before exiting.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", choices=sorted(PRESETS), help="model preset with default training settings")
+    which.add_argument("--config", metavar="FILE", help="experiment YAML (model preset/overrides, losses, schedule)")
+    p.add_argument("--data", required=True, metavar="DATA_DIR", help="output folder of `facevid2vid prepare`")
+    p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, TensorBoard")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N steps (default: config)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in RUN_DIR")
+    p.add_argument("--init-from", metavar="CKPT", default=None,
+                   help="start from another checkpoint's weights (e.g. 256 -> 512 fine-tune)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per process and step")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="data loader workers per process")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="steps between checkpoints")
+    p.add_argument("--vgg19", metavar="FILE", default=None,
+                   help="torchvision-format VGG19 state dict for the perceptual loss (else multi-scale L1 + SSIM)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """The TrainConfig from --preset/--config plus command-line overrides."""
+    from facevid2vid.config import TrainConfig, load_train_config, model_preset
+    from facevid2vid.errors import InputError
+
+    if args.config:
+        try:
+            cfg = load_train_config(args.config)
+        except FileNotFoundError:
+            raise InputError(f"config file not found: {args.config}") from None
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"bad config {args.config}: {exc}") from None
+    else:
+        cfg = TrainConfig(model=model_preset(args.preset))
+    for name, attr in (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("workers", "num_workers"),
+                       ("checkpoint_every", "checkpoint_every"), ("vgg19", "vgg19_weights"), ("seed", "seed")):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, attr, value)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from facevid2vid.training import distributed
+    from facevid2vid.training.trainer import Trainer
+
+    cfg = build_config(args)
+    try:
+        trainer = Trainer(cfg, args.data, args.output, device=args.device, resume=args.resume,
+                          init_from=args.init_from, progress=args.progress)
+        step = trainer.fit(cfg.max_steps)
+        if trainer.info.is_main:
+            latest = trainer.latest_checkpoint()
+            print(f"train: stopped at step {step}; checkpoint {trainer.ckpt_dir / latest['model']}")
+    finally:
+        distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,138 @@
+"""Quantisation of head motion to integer indices, and back.
+
+A frame's motion is one vector of P = 6 + 3K numbers: yaw, pitch, roll (degrees),
+translation (3) and the expression deltas (K x 3, row-major). Each number has its own
+step; the index is ``round(value / step)``. Everything after quantisation (prediction,
+entropy coding, dequantisation) works on these integers, so encoder and decoder agree
+bit for bit whatever the float maths of the machine: dequantisation is one float32
+product ``index * step``, which IEEE-754 defines exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facevid2vid.structures import HeadMotion
+
+# values are clipped to these magnitudes before quantisation (degrees; normalised units)
+ANGLE_LIMIT = 180.0
+TRANSLATION_LIMIT = 4.0
+EXPRESSION_LIMIT = 4.0
+MAX_INDEX = 1 << 20  # no index may exceed this magnitude (bounds the escape alphabet)
+
+DEFAULT_QUALITY = 50
+
+
+@dataclass(frozen=True)
+class QuantizerSteps:
+    """Step sizes: angles in degrees, translation and expression in normalised units."""
+
+    yaw: float
+    pitch: float
+    roll: float
+    tx: float
+    ty: float
+    tz: float
+    expression: float
+
+    def as_tuple(self) -> tuple[float, ...]:
+        # float32 round trip: the header stores float32, so both sides use these exact values
+        return tuple(float(np.float32(v)) for v in (self.yaw, self.pitch, self.roll,
+                                                     self.tx, self.ty, self.tz, self.expression))
+
+    @classmethod
+    def from_tuple(cls, values) -> "QuantizerSteps":
+        return cls(*(float(np.float32(v)) for v in values))
+
+    def vector(self, num_keypoints: int) -> np.ndarray:
+        """Per-parameter steps, float32 (6 + 3K,)."""
+        t = self.as_tuple()
+        return np.array(list(t[:6]) + [t[6]] * (3 * num_keypoints), dtype=np.float32)
+
+
+# Steps at the default quality. Chosen so that frames synthesised from the quantised
+# motion stay near 40 dB PSNR against frames from the unquantised motion (docs/codec.md):
+# a keypoint moved by ~0.1 px at 256 px changes a frame by about that much.
+BASE_STEPS = QuantizerSteps(yaw=0.5, pitch=0.5, roll=0.4, tx=0.003, ty=0.003, tz=0.003, expression=0.003)
+
+
+def steps_for_quality(quality: int = DEFAULT_QUALITY, base: QuantizerSteps = BASE_STEPS) -> QuantizerSteps:
+    """Steps for ``quality`` in 1..100: each 25 points above the default halve every step."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    scale = 2.0 ** ((DEFAULT_QUALITY - int(quality)) / 25.0)
+    return QuantizerSteps(*(v * scale for v in base.as_tuple()))
+
+
+def value_limits(num_keypoints: int) -> np.ndarray:
+    """Largest magnitude of each parameter, float32 (6 + 3K,)."""
+    return np.array([ANGLE_LIMIT] * 3 + [TRANSLATION_LIMIT] * 3 + [EXPRESSION_LIMIT] * (3 * num_keypoints),
+                    dtype=np.float32)
+
+
+def max_indices(steps: QuantizerSteps, num_keypoints: int) -> np.ndarray:
+    """Largest index magnitude of each parameter, int64 (6 + 3K,)."""
+    limits = value_limits(num_keypoints).astype(np.float64)
+    out = np.array([math.ceil(l / s) for l, s in zip(limits, steps.vector(num_keypoints).astype(np.float64))],
+                   dtype=np.int64)
+    if out.max() > MAX_INDEX:
+        raise ValueError(f"a step is too small: index range {out.max()} exceeds {MAX_INDEX}")
+    return out
+
+
+def num_parameters(num_keypoints: int) -> int:
+    return 6 + 3 * num_keypoints
+
+
+def motion_to_array(motion: HeadMotion) -> np.ndarray:
+    """HeadMotion of N frames -> float32 (N, 6 + 3K): yaw, pitch, roll, t, delta (row-major)."""
+    n = motion.yaw.shape[0]
+    parts = [motion.yaw.reshape(n, 1), motion.pitch.reshape(n, 1), motion.roll.reshape(n, 1),
+             motion.translation.reshape(n, 3), motion.delta.reshape(n, -1)]  # delta (N, K, 3) -> (N, 3K)
+    return torch.cat([p.detach().float().cpu() for p in parts], dim=1).numpy()
+
+
+def array_to_motion(values: np.ndarray, num_keypoints: int, device: str | torch.device = "cpu") -> HeadMotion:
+    """float32 (N, 6 + 3K) -> HeadMotion (inverse of :func:`motion_to_array`)."""
+    values = np.asarray(values, dtype=np.float32).reshape(-1, num_parameters(num_keypoints))
+    t = torch.from_numpy(values.copy()).to(device)
+    n = t.shape[0]
+    return HeadMotion(yaw=t[:, 0], pitch=t[:, 1], roll=t[:, 2], translation=t[:, 3:6],
+                      delta=t[:, 6:].reshape(n, num_keypoints, 3))
+
+
+class Quantizer:
+    """Maps parameter vectors to integer indices and back.
+
+    ``hysteresis`` (in steps, encoder only) keeps the previous index while the value stays
+    within ``0.5 + hysteresis`` steps of it: estimator jitter around a bin edge then costs
+    no bits, at the price of a maximum error of ``0.5 + hysteresis`` steps.
+    """
+
+    def __init__(self, steps: QuantizerSteps, num_keypoints: int, hysteresis: float = 0.0):
+        self.steps = steps
+        self.num_keypoints = num_keypoints
+        self.step_vector = steps.vector(num_keypoints)  # float32 (P,)
+        self.limits = max_indices(steps, num_keypoints)  # int64 (P,)
+        self.hysteresis = float(hysteresis)
+
+    @property
+    def num_parameters(self) -> int:
+        return self.step_vector.shape[0]
+
+    def quantize(self, values: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        """float (P,) -> int64 (P,), optionally holding ``previous`` indices within the hysteresis band."""
+        scaled = np.asarray(values, dtype=np.float64) / self.step_vector.astype(np.float64)
+        scaled = np.nan_to_num(scaled, nan=0.0)
+        index = np.clip(np.rint(scaled), -self.limits, self.limits).astype(np.int64)
+        if previous is not None and self.hysteresis > 0:
+            hold = np.abs(scaled - previous) <= 0.5 + self.hysteresis
+            index = np.where(hold, previous, index)
+        return index
+
+    def dequantize(self, indices: np.ndarray) -> np.ndarray:
+        """int (..., P) -> float32 (..., P): one exact float32 product per value."""
+        return np.asarray(indices).astype(np.float32) * self.step_vector

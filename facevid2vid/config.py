@@ -1,0 +1,284 @@
+"""Typed configuration: architecture presets and training settings.
+
+Every architecture number lives in :class:`ModelConfig`; named presets build it.
+A checkpoint stores the config it was trained with, so it alone rebuilds its model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of F, L, H/Delta, M, G and D.
+
+    Spatial sizes follow from ``image_size``: the appearance volume is
+    ``feature_channels x feature_depth x (image_size/4) x (image_size/4)``.
+    """
+
+    name: str = "paper-256"
+    image_size: int = 256
+    num_keypoints: int = 20
+
+    # F: appearance feature extractor
+    appearance_block_expansion: int = 64  # first 7x7 conv width; down blocks double it
+    feature_channels: int = 32  # C of the volume
+    feature_depth: int = 16  # D of the volume
+    num_3d_resblocks: int = 6
+
+    # L: canonical keypoint detector (works on a downscaled copy of the source)
+    kp_scale_factor: float = 0.25
+    kp_block_expansion: int = 32
+    kp_max_features: int = 1024
+    kp_num_blocks: int = 5
+    kp_depth: int = 16  # depth of the heatmap volume
+    kp_temperature: float = 0.1
+
+    # H / Delta: head pose and expression estimator
+    he_block_expansion: int = 64
+    he_num_bins: int = 66  # 3-degree bins, angle = 3 * E[bin] - 99
+    he_layers: tuple[int, ...] = (3, 4, 6, 3)  # bottleneck blocks per stage (ResNet-50 like)
+
+    # M: motion field estimator
+    motion_compressed_channels: int = 4
+    motion_block_expansion: int = 32
+    motion_max_features: int = 1024
+    motion_num_blocks: int = 5
+    kp_variance: float = 0.01  # Gaussian heatmap variance in normalised coordinates
+    motion_mask_kernel: int = 7  # size of the 3D conv that predicts the K+1 masks (7 in the open code)
+    flow_mode: str = "rotation"  # "rotation": R_s R_d^-1 per keypoint; "identity": as open code
+
+    # G: generator
+    num_2d_resblocks: int = 6
+    generator_channels: int = 256  # width after the 1x1 conv on the reshaped volume
+    estimate_occlusion: bool = True
+
+    # D: multi-scale patch discriminator
+    disc_scales: tuple[float, ...] = (1.0,)
+    disc_block_expansion: int = 64
+    disc_max_features: int = 512
+    disc_num_blocks: int = 4
+    disc_use_kp: bool = False
+
+    @property
+    def volume_size(self) -> int:
+        return self.image_size // 4
+
+    @property
+    def volume_shape(self) -> tuple[int, int, int, int]:
+        """(C, D, H, W) of the appearance feature volume f_s."""
+        s = self.volume_size
+        return (self.feature_channels, self.feature_depth, s, s)
+
+    def validate(self) -> None:
+        if self.image_size % 32 != 0 or self.image_size < 32:
+            raise ValueError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
+        if self.flow_mode not in ("rotation", "identity"):
+            raise ValueError(f"flow_mode must be 'rotation' or 'identity', got {self.flow_mode!r}")
+        if self.num_keypoints < 1:
+            raise ValueError("num_keypoints must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class LossWeights:
+    """Loss weights; defaults from the paper (SPEC.md)."""
+
+    perceptual: float = 10.0
+    l1_pyramid: float = 10.0  # used in place of the perceptual term when no VGG19 file is given
+    ssim: float = 5.0  # (MS-)SSIM term used with l1_pyramid when no VGG19 file is given
+    gan: float = 1.0
+    feature_matching: float = 10.0
+    equivariance: float = 20.0
+    keypoint_prior: float = 10.0
+    head_pose: float = 20.0
+    deformation_prior: float = 5.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data path."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    batch_size: int = 4
+    num_workers: int = 2
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    max_steps: int = 100_000
+    lr_milestones: tuple[int, ...] = (60_000, 90_000)  # step decay by lr_gamma
+    lr_gamma: float = 0.1
+    grad_clip: float = 10.0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # older step checkpoints are deleted (0 keeps all)
+    log_every: int = 50
+    image_every: int = 500
+    seed: int = 0
+    augment_flip: bool = True
+    augment_color_jitter: float = 0.1
+    vgg19_weights: str | None = None  # local torchvision-format VGG19 state dict
+    face_weights: str | None = None  # optional face-recognition network for the perceptual face term
+    pose_teacher_weights: str | None = None  # optional Hopenet-style network; else poses from the index
+    pyramid_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
+    equivariance_tps_std: float = 0.005
+    equivariance_affine_std: float = 0.05
+    use_gan: bool = True
+    gan_start_step: int = 0  # steps of pure reconstruction before the GAN terms switch on
+    bf16: bool = True  # autocast on CUDA only
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+
+# ---------------------------------------------------------------------------
+# presets
+
+def _paper_256() -> ModelConfig:
+    return ModelConfig(name="paper-256")
+
+
+def _paper_512() -> ModelConfig:
+    return ModelConfig(name="paper-512", image_size=512)
+
+
+def _lite_256() -> ModelConfig:
+    # Same architecture, narrowed for CPU inference: one frame well under a second on 2 cores.
+    return ModelConfig(
+        name="lite-256",
+        num_keypoints=15,
+        appearance_block_expansion=16,
+        feature_channels=16,
+        feature_depth=8,
+        num_3d_resblocks=2,
+        kp_block_expansion=16,
+        kp_max_features=256,
+        kp_num_blocks=4,
+        kp_depth=8,
+        he_block_expansion=16,
+        he_layers=(1, 1, 1, 1),
+        motion_block_expansion=16,
+        motion_max_features=256,
+        motion_num_blocks=4,
+        num_2d_resblocks=3,
+        generator_channels=96,
+        disc_block_expansion=32,
+        disc_max_features=256,
+    )
+
+
+def _lite_128() -> ModelConfig:
+    cfg = _lite_256()
+    cfg.name = "lite-128"
+    cfg.image_size = 128
+    return cfg
+
+
+def _tiny() -> ModelConfig:
+    # For tests: every module present, few channels, 64x64 images.
+    return ModelConfig(
+        name="tiny",
+        image_size=64,
+        num_keypoints=5,
+        appearance_block_expansion=8,
+        feature_channels=4,
+        feature_depth=4,
+        num_3d_resblocks=1,
+        kp_scale_factor=0.5,
+        kp_block_expansion=8,
+        kp_max_features=32,
+        kp_num_blocks=3,
+        kp_depth=4,
+        he_block_expansion=8,
+        he_layers=(1, 1, 1, 1),
+        motion_compressed_channels=2,
+        motion_block_expansion=8,
+        motion_max_features=32,
+        motion_num_blocks=3,
+        num_2d_resblocks=1,
+        generator_channels=16,
+        disc_block_expansion=8,
+        disc_max_features=32,
+        disc_num_blocks=2,
+    )
+
+
+PRESETS = {
+    "paper-256": _paper_256,
+    "paper-512": _paper_512,
+    "lite-256": _lite_256,
+    "lite-128": _lite_128,
+    "tiny": _tiny,
+}
+
+
+def model_preset(name: str) -> ModelConfig:
+    try:
+        cfg = PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+    cfg.validate()
+    return cfg
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Load a YAML experiment file.
+
+    The ``model`` section may name a ``preset`` and override any of its fields.
+    """
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    model_data = dict(data.pop("model", {}) or {})
+    base = model_preset(model_data.pop("preset", "paper-256"))
+    model = ModelConfig.from_dict({**base.to_dict(), **model_data})
+    model.validate()
+    loss = LossWeights(**(data.pop("loss", {}) or {}))
+    cfg = TrainConfig.from_dict(data)
+    cfg.model, cfg.loss = model, loss
+    return cfg
+
+
+def save_train_config(cfg: TrainConfig, path: str | Path) -> None:
+    data = cfg.to_dict()
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in known else None
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _from_dict(type(default), value)
+        kwargs[name] = value
+    return cls(**kwargs)

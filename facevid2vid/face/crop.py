@@ -1,0 +1,176 @@
+"""Steady per-clip face crops: one square box for a whole clip, then crop and resize.
+
+A box that follows the face frame by frame makes the background jitter; face-vid2vid
+(like FOMM) works on clips cropped with one fixed box that holds the head throughout,
+so the model sees the head move. The box is the face box enlarged by ``margin``,
+shifted up to include hair, and grown to cover where the face goes in the clip.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facevid2vid.errors import InputError, NoFaceError
+from facevid2vid.face.detect import detect_faces
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square ``size`` x ``size`` window at (x0, y0) in source pixels; it may extend past the frame."""
+
+    x0: int
+    y0: int
+    size: int
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.size
+
+    @property
+    def y1(self) -> int:
+        return self.y0 + self.size
+
+    def contains(self, points: np.ndarray) -> bool:
+        """Whether all (x, y) points lie inside the box."""
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return bool(np.all((p[:, 0] >= self.x0) & (p[:, 0] <= self.x1) & (p[:, 1] >= self.y0) & (p[:, 1] <= self.y1)))
+
+    def to_crop(self, points: np.ndarray, out_size: int) -> np.ndarray:
+        """Map (x, y) source pixels to pixels of the ``out_size`` crop."""
+        p = np.asarray(points, dtype=np.float64)
+        return (p - np.array([self.x0, self.y0])) * (out_size / self.size)
+
+    def to_dict(self) -> dict:
+        return {"x0": self.x0, "y0": self.y0, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CropBox":
+        return cls(int(d["x0"]), int(d["y0"]), int(d["size"]))
+
+
+def _frames_array(frames) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
+        raise InputError(f"frames must be uint8 (N, H, W, 3) with N > 0, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def track_boxes(frames, every: int = 5, upsample: int | None = None) -> np.ndarray | None:
+    """Face boxes (N, 4) for every frame: detect on every ``every``-th frame, interpolate between.
+
+    The largest face is taken; frames before the first (after the last) detection take
+    the nearest one. Returns None when no frame has a face.
+    """
+    frames = _frames_array(frames)
+    n = len(frames)
+    idx = sorted(set(range(0, n, max(1, every))) | {n - 1})
+    found_t, found_b = [], []
+    for i in idx:
+        boxes = detect_faces(frames[i], upsample=upsample)
+        if boxes:
+            found_t.append(i)
+            found_b.append(boxes[0])
+    if not found_t:
+        return None
+    t = np.arange(n)
+    b = np.asarray(found_b, dtype=np.float64)  # (M, 4)
+    return np.stack([np.interp(t, found_t, b[:, k]) for k in range(4)], axis=1)  # (N, 4)
+
+
+def box_around(face_boxes: np.ndarray, margin: float = 1.8, shift: float = 0.1,
+               coverage: float = 0.9, max_growth: float = 1.5) -> CropBox:
+    """One steady square box for face boxes (N, 4) of a clip.
+
+    The base square is centred on the median face centre (moved up by ``shift`` face
+    sizes, for hair) with side ``margin`` x the median face size. It then grows to hold
+    the enlarged faces of the central ``coverage`` fraction of frames (a robust union:
+    a few bad detections do not blow it up), by at most ``max_growth``.
+    """
+    fb = np.asarray(face_boxes, dtype=np.float64).reshape(-1, 4)
+    cx = (fb[:, 0] + fb[:, 2]) / 2
+    cy = (fb[:, 1] + fb[:, 3]) / 2
+    s = np.maximum(fb[:, 2] - fb[:, 0], fb[:, 3] - fb[:, 1])
+    face = float(np.median(s))
+    cy = cy - shift * s
+    mx, my = float(np.median(cx)), float(np.median(cy))
+    half = margin * face / 2
+    # where the enlarged per-frame squares reach, robust to outliers
+    lo, hi = (1 - coverage) / 2 * 100, (1 + coverage) / 2 * 100
+    reach = max(
+        mx - np.percentile(cx - margin * s / 2, lo), np.percentile(cx + margin * s / 2, hi) - mx,
+        my - np.percentile(cy - margin * s / 2, lo), np.percentile(cy + margin * s / 2, hi) - my,
+    )
+    half = min(max(half, float(reach)), max_growth * half)
+    size = max(2, int(math.ceil(2 * half)))
+    return CropBox(int(round(mx - size / 2)), int(round(my - size / 2)), size)
+
+
+def steady_crop_box(frames, margin: float = 1.8, shift: float = 0.1, every: int = 5,
+                    upsample: int | None = None, name: str = "the frames") -> CropBox:
+    """One smoothed square crop box for a clip; NoFaceError("no face found in <name>") if none."""
+    boxes = track_boxes(frames, every=every, upsample=upsample)
+    if boxes is None:
+        raise NoFaceError(f"no face found in {name}")
+    return box_around(boxes, margin=margin, shift=shift)
+
+
+def crop_frames(frames, box: CropBox, size: int, pad: str = "edge") -> np.ndarray:
+    """Cut ``box`` out of every frame (padding outside the image) and resize to (N, size, size, 3).
+
+    ``pad`` is "edge" (replicate the border) or "black". Shrinking uses area averaging,
+    enlarging bicubic interpolation.
+    """
+    frames = _frames_array(frames)
+    if size <= 0:
+        raise InputError(f"crop size must be positive, got {size}")
+    n, h, w, _ = frames.shape
+    # the part of the box inside the image, and the padding around it
+    ix0, iy0 = max(box.x0, 0), max(box.y0, 0)
+    ix1, iy1 = min(box.x1, w), min(box.y1, h)
+    if ix0 >= ix1 or iy0 >= iy1:
+        raise InputError(f"crop box {box} lies outside the {w}x{h} frames")
+    pads = ((0, 0), (iy0 - box.y0, box.y1 - iy1), (ix0 - box.x0, box.x1 - ix1), (0, 0))
+    region = frames[:, iy0:iy1, ix0:ix1]
+    if any(p != (0, 0) for p in pads):
+        if pad == "edge":
+            region = np.pad(region, pads, mode="edge")
+        elif pad == "black":
+            region = np.pad(region, pads, mode="constant")
+        else:
+            raise InputError(f"unknown padding {pad!r}: expected 'edge' or 'black'")
+    interp = cv2.INTER_AREA if box.size > size else cv2.INTER_CUBIC
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        out[i] = cv2.resize(np.ascontiguousarray(region[i]), (size, size), interpolation=interp)
+    return out
+
+
+def center_square(frames) -> np.ndarray:
+    """The largest centred square of every frame (N, s, s, 3)."""
+    frames = _frames_array(frames)
+    h, w = frames.shape[1:3]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    return frames[:, y0:y0 + s, x0:x0 + s]
+
+
+def prepare_frames(frames, size: int, crop: bool = True, name: str = "the frames",
+                   box: CropBox | None = None) -> tuple[np.ndarray, CropBox | None]:
+    """Frames ready for the model: uint8 (N, size, size, 3) and the crop box used.
+
+    With ``crop`` the steady face box of the clip is used (or ``box`` if given);
+    without, the centred square of each frame is resized (the frames are taken to be
+    face crops already) and the box is None.
+    """
+    frames = _frames_array(frames)
+    if not crop:
+        sq = center_square(frames)
+        return crop_frames(sq, CropBox(0, 0, sq.shape[1]), size), None
+    if box is None:
+        box = steady_crop_box(frames, name=name)
+    return crop_frames(frames, box, size), box

@@ -1,0 +1,5 @@
+"""The face-vid2vid networks: F, L, H/Delta, M, G (in :class:`FaceVid2Vid`) and the discriminator D."""
+from .discriminator import MultiScaleDiscriminator
+from .facevid2vid import FaceVid2Vid
+
+__all__ = ["FaceVid2Vid", "MultiScaleDiscriminator"]

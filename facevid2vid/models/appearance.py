@@ -1,0 +1,31 @@
+"""F: the appearance feature extractor, source image -> 3D feature volume f_s."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
+
+
+class AppearanceFeatureExtractor(nn.Module):
+    """Image (B, 3, S, S) -> volume (B, C, D, S/4, S/4).
+
+    2D convolutions at 1, 1/2 and 1/4 resolution, a 1x1 conv to C*D channels that are
+    read as C channels over D depth slices, then 3D residual blocks mix along depth.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        be = cfg.appearance_block_expansion
+        self.channels, self.depth = cfg.feature_channels, cfg.feature_depth
+        self.first = SameBlock2d(3, be, kernel=7)
+        self.down = nn.Sequential(DownBlock2d(be, 2 * be), DownBlock2d(2 * be, 4 * be))
+        self.to_volume = nn.Conv2d(4 * be, self.channels * self.depth, 1)
+        self.resblocks = nn.Sequential(*(ResBlock3d(self.channels) for _ in range(cfg.num_3d_resblocks)))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.to_volume(self.down(self.first(image)))  # (B, C*D, S/4, S/4)
+        b, _, h, w = x.shape
+        x = x.view(b, self.channels, self.depth, h, w)  # (B, C, D, S/4, S/4)
+        return self.resblocks(x)

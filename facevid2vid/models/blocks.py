@@ -1,0 +1,145 @@
+"""Shared convolution blocks: 2D/3D residual, down/up sampling, and the 3D hourglass.
+
+3D blocks resample only height and width (depth stays fixed), as the feature
+volume's depth is small (16) and carries the head's depth ordering.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def maybe_sn(module: nn.Module, use: bool) -> nn.Module:
+    """Wrap a conv/linear layer in spectral norm when ``use`` (G and D)."""
+    return spectral_norm(module) if use else module
+
+
+class SameBlock2d(nn.Module):
+    """Conv -> BatchNorm -> ReLU at constant resolution."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, sn: bool = False):
+        super().__init__()
+        self.conv = maybe_sn(nn.Conv2d(cin, cout, kernel, padding=kernel // 2), sn)
+        self.norm = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class ResBlock2d(nn.Module):
+    """Pre-activation residual block (BN-ReLU-conv twice, plus identity)."""
+
+    def __init__(self, channels: int, kernel: int = 3, sn: bool = False):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv1 = maybe_sn(nn.Conv2d(channels, channels, kernel, padding=kernel // 2), sn)
+        self.norm2 = nn.BatchNorm2d(channels)
+        self.conv2 = maybe_sn(nn.Conv2d(channels, channels, kernel, padding=kernel // 2), sn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return x + out
+
+
+class ResBlock3d(nn.Module):
+    """Pre-activation 3D residual block."""
+
+    def __init__(self, channels: int, kernel: int = 3):
+        super().__init__()
+        self.norm1 = nn.BatchNorm3d(channels)
+        self.conv1 = nn.Conv3d(channels, channels, kernel, padding=kernel // 2)
+        self.norm2 = nn.BatchNorm3d(channels)
+        self.conv2 = nn.Conv3d(channels, channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return x + out
+
+
+class DownBlock2d(nn.Module):
+    """Conv 3x3 -> BN -> ReLU -> 2x average pooling."""
+
+    def __init__(self, cin: int, cout: int, sn: bool = False):
+        super().__init__()
+        self.conv = maybe_sn(nn.Conv2d(cin, cout, 3, padding=1), sn)
+        self.norm = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
+
+
+class UpBlock2d(nn.Module):
+    """2x nearest upsampling -> conv 3x3 -> BN -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, sn: bool = False):
+        super().__init__()
+        self.conv = maybe_sn(nn.Conv2d(cin, cout, 3, padding=1), sn)
+        self.norm = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x)))
+
+
+class DownBlock3d(nn.Module):
+    """Conv 3x3x3 -> BN -> ReLU -> average pooling of height and width by 2."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        self.norm = nn.BatchNorm3d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), (1, 2, 2))
+
+
+class UpBlock3d(nn.Module):
+    """Nearest upsampling of height and width by 2 -> conv 3x3x3 -> BN -> ReLU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        self.norm = nn.BatchNorm3d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        return F.relu(self.norm(self.conv(x)))
+
+
+def level_width(block_expansion: int, level: int, max_features: int) -> int:
+    """Channel width at hourglass level ``level`` (doubling, capped)."""
+    return min(max_features, block_expansion * (2**level))
+
+
+class Hourglass3d(nn.Module):
+    """U-Net over a 3D volume with skip connections; output has ``out_channels`` channels.
+
+    The output concatenates the input, so ``out_channels = block_expansion + in_channels``.
+    """
+
+    def __init__(self, in_channels: int, block_expansion: int, num_blocks: int, max_features: int):
+        super().__init__()
+        self.down = nn.ModuleList(
+            DownBlock3d(in_channels if i == 0 else level_width(block_expansion, i, max_features),
+                        level_width(block_expansion, i + 1, max_features))
+            for i in range(num_blocks)
+        )
+        up = []
+        for i in reversed(range(num_blocks)):
+            cin = (1 if i == num_blocks - 1 else 2) * level_width(block_expansion, i + 1, max_features)
+            up.append(UpBlock3d(cin, level_width(block_expansion, i, max_features)))
+        self.up = nn.ModuleList(up)
+        self.out_channels = block_expansion + in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [x]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        out = skips.pop()
+        for block in self.up:
+            out = torch.cat([block(out), skips.pop()], dim=1)
+        return out

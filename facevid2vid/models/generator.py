@@ -1,0 +1,40 @@
+"""G: the occlusion-aware generator, warped appearance volume -> output image."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..geometry import compose_flow, warp_volume
+from ..structures import GeneratorOutput
+from .blocks import ResBlock2d, SameBlock2d, UpBlock2d, maybe_sn
+
+
+class Generator(nn.Module):
+    """(f_s, flows, masks, occlusion) -> :class:`GeneratorOutput` with a (B, 3, S, S) image in [0, 1].
+
+    Composes the flow ``w = sum_k m_k w_k``, warps f_s (trilinear), folds depth into channels
+    (C*D at S/4), projects to ``generator_channels``, multiplies by the occlusion map, then
+    2D residual blocks and two 2x upsampling stages. Every conv is spectrally normalised.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        gc = cfg.generator_channels
+        self.project = SameBlock2d(cfg.feature_channels * cfg.feature_depth, gc, kernel=3, sn=True)
+        self.mix = maybe_sn(nn.Conv2d(gc, gc, 1), True)
+        self.resblocks = nn.Sequential(*(ResBlock2d(gc, sn=True) for _ in range(cfg.num_2d_resblocks)))
+        self.up = nn.Sequential(UpBlock2d(gc, gc // 2, sn=True), UpBlock2d(gc // 2, gc // 4, sn=True))
+        self.final = maybe_sn(nn.Conv2d(gc // 4, 3, 7, padding=3), True)
+
+    def forward(self, features: torch.Tensor, flows: torch.Tensor, mask: torch.Tensor,
+                occlusion: torch.Tensor | None) -> GeneratorOutput:
+        flow = compose_flow(flows, mask.to(flows.dtype))  # (B, D, h, w, 3)
+        warped = warp_volume(features, flow)  # (B, C, D, h, w)
+        b, c, d, h, w = warped.shape
+        x = self.mix(self.project(warped.reshape(b, c * d, h, w)))  # (B, gc, h, w)
+        if occlusion is not None:
+            x = x * occlusion.to(x.dtype)
+        x = self.up(self.resblocks(x))
+        image = torch.sigmoid(self.final(x))
+        return GeneratorOutput(image=image, mask=mask, occlusion=occlusion, flow=flow)

@@ -1,0 +1,71 @@
+"""M: the motion field estimator, which turns K keypoint flows into one dense flow plus occlusion."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import ModelConfig
+from ..geometry import keypoint_flows, kp2gaussian, warp_volume
+from .blocks import Hourglass3d
+
+
+@dataclass
+class MotionOutput:
+    flows: torch.Tensor  # (B, K+1, D, h, w, 3) per-keypoint backward flows, index 0: background
+    mask: torch.Tensor  # (B, K+1, D, h, w) softmax weights over the flows
+    occlusion: torch.Tensor | None  # (B, 1, h, w) in (0, 1), None without occlusion estimation
+
+
+class MotionFieldEstimator(nn.Module):
+    """(f_s, x_s, x_d, R_s, R_d) -> :class:`MotionOutput`.
+
+    f_s is compressed to a few channels and warped by each of the K+1 flows; each warped
+    copy gets a heatmap channel (Gaussians at x_d minus at x_s; zero for the background).
+    A 3D hourglass then predicts the softmax masks and, from its depth-flattened output,
+    the 2D occlusion map.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, d, k = cfg.feature_channels, cfg.feature_depth, cfg.num_keypoints
+        cc = cfg.motion_compressed_channels
+        if cfg.volume_size % (2**cfg.motion_num_blocks) != 0:
+            raise ValueError(f"volume size {cfg.volume_size} is not divisible by 2**motion_num_blocks")
+        self.flow_mode = cfg.flow_mode
+        self.variance = cfg.kp_variance
+        self.compress = nn.Sequential(nn.Conv3d(c, cc, 1), nn.BatchNorm3d(cc), nn.ReLU(inplace=True))
+        self.hourglass = Hourglass3d((k + 1) * (cc + 1), cfg.motion_block_expansion,
+                                     cfg.motion_num_blocks, cfg.motion_max_features)
+        out = self.hourglass.out_channels
+        ks = cfg.motion_mask_kernel
+        self.mask = nn.Conv3d(out, k + 1, ks, padding=ks // 2)
+        self.occlusion = nn.Conv2d(out * d, 1, 7, padding=3) if cfg.estimate_occlusion else None
+
+    def heatmap_channel(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, spatial) -> torch.Tensor:
+        """(B, K+1, 1, D, h, w): driving minus source Gaussians, zeros for the background."""
+        heat = kp2gaussian(kp_driving, spatial, self.variance) - kp2gaussian(kp_source, spatial, self.variance)
+        zeros = heat.new_zeros(heat.shape[0], 1, *spatial)
+        return torch.cat([zeros, heat], dim=1).unsqueeze(2)
+
+    def forward(self, features: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
+                rot_source: torch.Tensor, rot_driving: torch.Tensor) -> MotionOutput:
+        b, _, d, h, w = features.shape
+        spatial = (d, h, w)
+        flows = keypoint_flows(kp_source, kp_driving, rot_source, rot_driving, spatial, self.flow_mode)
+        k1 = flows.shape[1]
+        comp = self.compress(features)  # (B, cc, D, h, w)
+        cc = comp.shape[1]
+        repeated = comp.unsqueeze(1).expand(b, k1, cc, d, h, w).reshape(b * k1, cc, d, h, w)
+        warped = warp_volume(repeated, flows.reshape(b * k1, d, h, w, 3)).view(b, k1, cc, d, h, w)
+        heat = self.heatmap_channel(kp_source.expand(b, -1, -1), kp_driving, spatial).to(warped.dtype)
+        x = torch.cat([heat, warped], dim=2).view(b, k1 * (cc + 1), d, h, w)  # (B, (K+1)(cc+1), D, h, w)
+        pred = self.hourglass(x)
+        mask = torch.softmax(self.mask(pred), dim=1)
+        occlusion = None
+        if self.occlusion is not None:
+            flat = pred.reshape(b, -1, h, w)  # (B, out*D, h, w)
+            occlusion = torch.sigmoid(self.occlusion(flat))
+        return MotionOutput(flows=flows, mask=mask, occlusion=occlusion)

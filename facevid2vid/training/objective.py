@@ -1,0 +1,111 @@
+"""The generator's and the discriminator's objectives as modules (what DDP wraps).
+
+DistributedDataParallel synchronises gradients of whatever runs inside its ``forward``, so
+each objective computes everything it needs in one call: the generator objective runs
+F, L, H/Delta, M, G on the pair and H/Delta on the warped driving frame, then every loss.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from facevid2vid.config import TrainConfig
+from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
+from facevid2vid.training import losses as L
+from facevid2vid.training.perceptual import PerceptualLoss
+from facevid2vid.training.transforms import RandomWarp
+
+
+@dataclass
+class GeneratorResult:
+    losses: dict[str, torch.Tensor]  # weighted terms; their sum is the generator loss
+    prediction: torch.Tensor  # (B, 3, S, S)
+    kp_source: torch.Tensor  # (B, K, 3)
+    kp_driving: torch.Tensor  # (B, K, 3)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class GeneratorObjective(nn.Module):
+    """FaceVid2Vid plus all generator-side losses; the discriminator is referenced, not owned."""
+
+    def __init__(self, model: FaceVid2Vid, discriminator: MultiScaleDiscriminator, cfg: TrainConfig,
+                 perceptual: PerceptualLoss | None = None):
+        super().__init__()
+        self.model = model
+        self.perceptual = perceptual
+        self.cfg = cfg
+        # kept out of the module tree: D has its own optimizer and its own DDP wrapper
+        self._disc = [discriminator]
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor, source_pose: torch.Tensor,
+                driving_pose: torch.Tensor, source_pose_valid: torch.Tensor, driving_pose_valid: torch.Tensor,
+                warp: RandomWarp | None, use_gan: bool) -> GeneratorResult:
+        w, cfg = self.cfg.loss, self.cfg
+        amp = _autocast(source.device, cfg.bf16)
+        with amp:
+            out, src, motion_d, kp_d = self.model(source, driving)
+        pred = out.image.float()
+        terms: dict[str, torch.Tensor] = {}
+
+        if self.perceptual is not None:
+            with amp:
+                terms["perceptual"] = w.perceptual * self.perceptual(pred, driving).float()
+        else:
+            if w.l1_pyramid:
+                terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, driving, cfg.pyramid_scales)
+            if w.ssim:
+                terms["ssim"] = w.ssim * L.ssim_loss(pred, driving)
+
+        if use_gan:
+            disc = self._disc[0]
+            with amp:
+                fake = disc(pred, kp_d)
+                with torch.no_grad():
+                    real = disc(driving, kp_d)
+            if w.gan:
+                terms["gan"] = w.gan * L.generator_hinge_loss(fake)
+            if w.feature_matching:
+                terms["feature_matching"] = w.feature_matching * L.feature_matching_loss(real, fake)
+
+        if w.equivariance and warp is not None:
+            with amp:
+                motion_t = self.model.estimate_motion(warp.warp_image(driving))
+                kp_t, _ = self.model.driving_keypoints(src, motion_t)
+            terms["equivariance"] = w.equivariance * L.equivariance_loss(kp_d.float(), kp_t.float(), warp)
+
+        if w.keypoint_prior:
+            terms["keypoint_prior"] = w.keypoint_prior * L.keypoint_prior_loss(kp_d.float())
+        if w.head_pose:
+            terms["head_pose"] = w.head_pose * 0.5 * (
+                L.head_pose_loss(motion_d, driving_pose, driving_pose_valid)
+                + L.head_pose_loss(src.motion, source_pose, source_pose_valid))
+        if w.deformation_prior:
+            terms["deformation_prior"] = w.deformation_prior * 0.5 * (
+                L.deformation_prior_loss(motion_d.delta) + L.deformation_prior_loss(src.motion.delta))
+        return GeneratorResult(terms, pred, src.kp, kp_d)
+
+
+class DiscriminatorObjective(nn.Module):
+    """Hinge loss of D on real driving frames against (detached) predictions, in one D pass."""
+
+    def __init__(self, discriminator: MultiScaleDiscriminator, cfg: TrainConfig):
+        super().__init__()
+        self.discriminator = discriminator
+        self.cfg = cfg
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor, kp: torch.Tensor) -> torch.Tensor:
+        b = real.shape[0]
+        with _autocast(real.device, self.cfg.bf16):
+            # one forward over real and fake together: DDP allows one forward per backward
+            outs = self.discriminator(torch.cat([real, fake.detach()]), torch.cat([kp, kp]).detach())
+        real_out = [([f[:b] for f in feats], logits[:b]) for feats, logits in outs]
+        fake_out = [([f[b:] for f in feats], logits[b:]) for feats, logits in outs]
+        return self.cfg.loss.gan * L.discriminator_hinge_loss(real_out, fake_out)

@@ -1,0 +1,443 @@
+"""The training loop: one process or many under ``torchrun`` (DistributedDataParallel).
+
+Run directory::
+
+    RUN_DIR/config.yaml                                  the TrainConfig of the run
+    RUN_DIR/train.log                                    what was used (losses, teacher, data) and progress
+    RUN_DIR/tb/                                          TensorBoard scalars and image grids
+    RUN_DIR/checkpoints/step_XXXXXXXX.safetensors        weights (F, L, H, M, G, D); ``animate`` loads it
+    RUN_DIR/checkpoints/step_XXXXXXXX.state.safetensors  optimizers, schedules, step, RNG, data position
+    RUN_DIR/checkpoints/latest.json                      the newest complete pair; ``--resume`` reads it
+
+Every file is written to a temporary name and renamed, and ``latest.json`` is replaced only
+after both files of a checkpoint exist, so a crash never leaves a half-written checkpoint
+as the one to resume from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from facevid2vid.checkpoint import load_checkpoint, save_checkpoint
+from facevid2vid.config import TrainConfig, save_train_config
+from facevid2vid.data.dataset import InfiniteShardedSampler, PairDataset
+from facevid2vid.errors import CheckpointError
+from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
+from facevid2vid.training import distributed as D
+from facevid2vid.training.objective import DiscriminatorObjective, GeneratorObjective
+from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
+from facevid2vid.training.state import load_state, save_state
+from facevid2vid.training.transforms import RandomWarp
+from facevid2vid.training.visualize import training_grid
+
+LATEST = "latest.json"
+DIGEST_ENV = "FACEVID2VID_WRITE_DIGEST"  # when set, each rank writes its parameter digest at the end
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, milestones, gamma: float) -> float:
+    """Step decay: multiply by ``gamma`` at each milestone already passed."""
+    return gamma ** sum(1 for m in milestones if step >= m)
+
+
+class RunLog:
+    """Lines to RUN_DIR/train.log and the console, from rank 0 only."""
+
+    def __init__(self, path: Path | None, console: bool):
+        self.path = path
+        self.console = console
+
+    def __call__(self, msg: str) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        if self.console:
+            tqdm.write(msg)
+
+
+class Trainer:
+    """Builds models, data, optimizers; ``train_step(batch)`` does one G and one D update."""
+
+    def __init__(self, cfg: TrainConfig, data_dir: str | Path, output_dir: str | Path, *,
+                 device: str | None = None, resume: bool = False, init_from: str | Path | None = None,
+                 progress: bool = True, console: bool = True):
+        self.cfg = cfg
+        self.info = D.env_dist_info()
+        self.device = D.pick_device(device, self.info)
+        D.init_process_group(self.info, self.device)
+        self.output_dir = Path(output_dir)
+        self.ckpt_dir = self.output_dir / "checkpoints"
+        if self.info.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        D.barrier()
+        self.progress = progress and self.info.is_main
+        self.log = RunLog(self.output_dir / "train.log" if self.info.is_main else None,
+                          console and self.info.is_main)
+        self.step = 0
+        self._stop = False
+        self._last: tuple[dict, object] | None = None
+
+        # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        seed_everything(cfg.seed)
+        self.dataset = PairDataset(data_dir, image_size=cfg.model.image_size, seed=cfg.seed,
+                                   augment_flip=cfg.augment_flip, color_jitter=cfg.augment_color_jitter)
+        self.model = FaceVid2Vid(cfg.model).to(self.device)
+        self.disc = MultiScaleDiscriminator(cfg.model).to(self.device)
+        if self.info.enabled and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.perceptual = self._build_perceptual()
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.betas))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=tuple(cfg.betas))
+        schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
+        # per-rank randomness of the training step (equivariance warps)
+        self.rng = torch.Generator().manual_seed(cfg.seed * 1000 + self.info.rank)
+
+        latest = self.latest_checkpoint()
+        if resume and latest is not None:
+            self.load(latest)
+        elif init_from is not None:
+            self.init_from(init_from)
+        if resume and latest is None:
+            self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from step 0")
+
+        gen_obj = GeneratorObjective(self.model, self.disc, cfg, self.perceptual)
+        disc_obj = DiscriminatorObjective(self.disc, cfg)
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.gen_obj = DDP(gen_obj, device_ids=ids, broadcast_buffers=True)
+            self.disc_obj = DDP(disc_obj, device_ids=ids, broadcast_buffers=True)
+        else:
+            self.gen_obj, self.disc_obj = gen_obj, disc_obj
+
+        if self.info.is_main:
+            save_train_config(cfg, self.output_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output_dir / "tb"))
+        else:
+            self.writer = None
+        self._describe_setup(Path(data_dir))
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_perceptual(self) -> PerceptualLoss | None:
+        cfg = self.cfg
+        if not cfg.vgg19_weights:
+            return None
+        vgg = VGGFeatures.from_file(cfg.vgg19_weights, arch="vgg19")
+        face = VGGFeatures.from_file(cfg.face_weights) if cfg.face_weights else None
+        return PerceptualLoss(vgg, cfg.pyramid_scales, face=face).to(self.device)
+
+    def _describe_setup(self, data_dir: Path) -> None:
+        cfg, w = self.cfg, self.cfg.loss
+        if self.perceptual is not None:
+            face = f" + face term ({cfg.face_weights})" if self.perceptual.face is not None else ""
+            rec = f"perceptual: VGG19 pyramid from {cfg.vgg19_weights}{face} (weight {w.perceptual})"
+        else:
+            rec = (f"perceptual: no VGG19 file given -> multi-scale L1 (weight {w.l1_pyramid}) + "
+                   f"(MS-)SSIM (weight {w.ssim}) + discriminator feature matching (weight {w.feature_matching})")
+        frames = sum(c.num_frames for c in self.dataset.clips)
+        posed = sum(sum(p is not None for p in c.poses) for c in self.dataset.clips)
+        amp = "bf16 autocast" if cfg.bf16 and self.device.type == "cuda" else "float32"
+        self.log(f"model {cfg.model.name} ({cfg.model.image_size}px) on {self.device}, {amp}, "
+                 f"world size {self.info.world_size}, batch {cfg.batch_size} per process")
+        self.log(f"data {data_dir}: {len(self.dataset)} clips, {frames} frames")
+        self.log(rec)
+        gan = f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan else "GAN off"
+        self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
+                 f"deformation prior {w.deformation_prior}")
+        self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "
+                 f"{posed}/{frames} frames have one")
+
+    # ------------------------------------------------------------------ one step
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One generator and one discriminator update on ``batch`` (a PairDataset batch)."""
+        cfg = self.cfg
+        b = self._to_device(batch)
+        self.model.train()
+        self.disc.train()
+        use_gan = cfg.use_gan and self.step >= cfg.gan_start_step
+        warp = RandomWarp.sample(b["driving"].shape[0], cfg.equivariance_affine_std, cfg.equivariance_tps_std,
+                                 generator=self.rng, device=self.device)
+
+        self.disc.requires_grad_(False)
+        res = self.gen_obj(b["source"], b["driving"], b["source_pose"], b["driving_pose"],
+                           b["source_pose_valid"], b["driving_pose_valid"], warp, use_gan)
+        loss_g = sum(res.losses.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt_g.step()
+        stats = {k: float(v.detach()) for k, v in res.losses.items()}
+        stats["generator"] = float(loss_g.detach())
+
+        if use_gan:
+            self.disc.requires_grad_(True)
+            loss_d = self.disc_obj(b["driving"], res.prediction.detach(), res.kp_driving.detach())
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
+            self.opt_d.step()
+            stats["discriminator"] = float(loss_d.detach())
+        self.sched_g.step()
+        self.sched_d.step()
+        with torch.no_grad():
+            stats["l1"] = float((res.prediction - b["driving"]).abs().mean())
+        self.step += 1
+        self._last = (b, res)
+        return stats
+
+    # ------------------------------------------------------------------ loop
+
+    def batches(self):
+        """Endless batches for this rank, starting where step ``self.step`` left off."""
+        cfg = self.cfg
+        sampler = InfiniteShardedSampler(len(self.dataset), seed=cfg.seed, rank=self.info.rank,
+                                         world_size=self.info.world_size, start=self.step * cfg.batch_size)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+            drop_last=True, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
+            worker_init_fn=_ignore_sigint, persistent_workers=False,
+        )
+        return iter(loader)
+
+    def request_stop(self) -> None:
+        """Finish the current step, save a checkpoint and leave :meth:`fit` (signal handlers call this)."""
+        self._stop = True
+
+    @contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.log(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
+            self.request_stop()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def fit(self, max_steps: int | None = None) -> int:
+        """Train until ``max_steps`` (or a stop request); checkpoints on the way and at the end."""
+        cfg = self.cfg
+        max_steps = cfg.max_steps if max_steps is None else max_steps
+        images_per_step = cfg.batch_size * self.info.world_size
+        saved_at = None
+        with self._signals():
+            it = self.batches() if self.step < max_steps else None
+            bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, desc="train",
+                       dynamic_ncols=True)
+            t_last, step_last = time.perf_counter(), self.step
+            try:
+                while self.step < max_steps:
+                    stats = self.train_step(next(it))
+                    now = time.perf_counter()
+                    ips = images_per_step * (self.step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, self.step
+                    bar.update(1)
+                    bar.set_postfix({"G": f"{stats['generator']:.3f}", "D": f"{stats.get('discriminator', 0):.3f}",
+                                     "l1": f"{stats['l1']:.4f}", "img/s": f"{ips:.1f}"}, refresh=False)
+                    self._log_step(stats, ips)
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.save()
+                        saved_at = self.step
+                    if D.any_rank(self._stop, self.device):
+                        self.log(f"stopping at step {self.step} on request")
+                        break
+            except KeyboardInterrupt:  # only when the handlers could not be installed
+                self.log(f"interrupted at step {self.step}")
+            finally:
+                bar.close()
+            if saved_at != self.step:
+                self.save()
+        self._check_ranks_agree()
+        if self.writer is not None:
+            self.writer.flush()
+        return self.step
+
+    def _log_step(self, stats: dict[str, float], ips: float) -> None:
+        cfg = self.cfg
+        if self.writer is None:
+            return
+        if cfg.log_every and self.step % cfg.log_every == 0:
+            for k, v in stats.items():
+                self.writer.add_scalar(f"loss/{k}", v, self.step)
+            self.writer.add_scalar("train/images_per_second", ips, self.step)
+            self.writer.add_scalar("train/lr_generator", self.opt_g.param_groups[0]["lr"], self.step)
+            self.log(f"step {self.step} " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()) + f" img/s={ips:.1f}")
+        if cfg.image_every and self.step % cfg.image_every == 0 and self._last is not None:
+            b, res = self._last
+            grid = training_grid(b["source"], b["driving"], res.prediction, res.kp_source, res.kp_driving)
+            self.writer.add_image("source_driving_prediction", grid, self.step, dataformats="HWC")
+
+    def _check_ranks_agree(self) -> None:
+        """All ranks must hold the same weights; fail loudly if DDP let them drift."""
+        digest = D.parameter_digest(self.model, self.disc)
+        if os.environ.get(DIGEST_ENV):
+            (self.output_dir / f"param_digest.rank{self.info.rank}.txt").write_text(digest + "\n")
+        if self.info.enabled:
+            digests = D.gather_strings(digest, self.device)
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"ranks ended with different parameters: {digests}")
+            self.log(f"all {len(digests)} ranks hold identical parameters ({digest[:12]})")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def latest_checkpoint(self) -> dict | None:
+        path = self.ckpt_dir / LATEST
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path} is corrupt; remove it to start over") from None
+
+    def _rng_state(self) -> dict:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(),
+                 "torch": torch.get_rng_state(), "trainer": self.rng.get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        random.setstate(state["python"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        self.rng.set_state(state["trainer"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (rank 0 writes; every rank contributes its RNG state)."""
+        rngs = self._gather_rng_states()
+        if not self.info.is_main:
+            D.barrier()
+            return None
+        name = f"step_{self.step:08d}"
+        model_path = self.ckpt_dir / f"{name}.safetensors"
+        state_path = self.ckpt_dir / f"{name}.state.safetensors"
+        meta = {"step": str(self.step), "train_config": json.dumps(self.cfg.to_dict())}
+        save_checkpoint(model_path, self.model, discriminator=self.disc, metadata=meta)  # atomic
+        save_state(state_path, {
+            "step": self.step,
+            "world_size": self.info.world_size,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "rng": rngs,
+            "samples_per_rank": self.step * self.cfg.batch_size,
+        })
+        latest = {"step": self.step, "model": model_path.name, "state": state_path.name}
+        tmp_latest = self.ckpt_dir / f".{LATEST}.tmp"
+        tmp_latest.write_text(json.dumps(latest))
+        os.replace(tmp_latest, self.ckpt_dir / LATEST)
+        self._prune(keep={model_path.name, state_path.name})
+        self.log(f"checkpoint {model_path}")
+        D.barrier()
+        return model_path
+
+    def _gather_rng_states(self) -> list[dict]:
+        own = self._rng_state()
+        if not self.info.enabled:
+            return [own]
+        import torch.distributed as dist
+
+        out: list = [None] * self.info.world_size
+        dist.all_gather_object(out, own)
+        return out
+
+    def _prune(self, keep: set[str]) -> None:
+        n = self.cfg.keep_checkpoints
+        if not n or n < 1:
+            return
+        models = sorted(p for p in self.ckpt_dir.glob("step_*.safetensors") if not p.name.endswith(".state.safetensors"))
+        for old in models[:-n]:
+            if old.name in keep:
+                continue
+            old.unlink(missing_ok=True)
+            old.with_name(old.name.replace(".safetensors", ".state.safetensors")).unlink(missing_ok=True)
+
+    def load(self, latest: dict) -> None:
+        """Continue from a checkpoint of this run: weights, optimizers, schedules, step, RNG."""
+        model_path = self.ckpt_dir / latest["model"]
+        model, disc = load_checkpoint(model_path, device="cpu", with_discriminator=True)
+        if model.cfg.to_dict() != self.cfg.model.to_dict():
+            raise CheckpointError(f"{model_path} was trained with model config {model.cfg.name!r} "
+                                  f"differing from this run's; use --init-from to start a new run from it")
+        self.model.load_state_dict(model.state_dict())
+        self.disc.load_state_dict(disc.state_dict())
+        state = load_state(self.ckpt_dir / latest["state"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        self.step = int(state["step"])
+        rngs = state["rng"]
+        if len(rngs) == self.info.world_size:
+            self._set_rng_state(rngs[self.info.rank])
+        else:
+            self.log(f"checkpoint made with {len(rngs)} processes, now {self.info.world_size}: RNG reseeded")
+            seed_everything(self.cfg.seed + self.step)
+        self.log(f"resumed from {model_path} at step {self.step}")
+
+    def init_from(self, path: str | Path) -> None:
+        """Start from another run's weights, also at another resolution (the 256 -> 512 fine-tune)."""
+        path = Path(path)
+        try:
+            src, src_disc = load_checkpoint(path, device="cpu", with_discriminator=True)
+        except CheckpointError:
+            src, src_disc = load_checkpoint(path, device="cpu"), None
+        loaded, skipped = _copy_matching(self.model, src.state_dict())
+        if src_disc is not None:
+            d_loaded, d_skipped = _copy_matching(self.disc, src_disc.state_dict())
+            loaded += d_loaded
+            skipped += [f"D.{k}" for k in d_skipped]
+        if loaded == 0:
+            raise CheckpointError(f"--init-from {path}: no tensor matches this model ({self.cfg.model.name})")
+        self.log(f"initialised from {path} ({src.cfg.name}, {src.cfg.image_size}px): {loaded} tensors"
+                 + (f", skipped {len(skipped)} with other shapes: {', '.join(skipped[:8])}" if skipped else ""))
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _copy_matching(module: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
+    """Copy tensors whose name and shape match; return (count copied, names skipped)."""
+    own = module.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(take))
+    module.load_state_dict(take, strict=False)
+    return len(take), skipped

@@ -1,0 +1,72 @@
+"""Random 2D warps (affine plus thin-plate spline) for the equivariance loss.
+
+A warp ``T`` maps a point of the *warped* image to the point of the original image it
+samples from: ``warped(p) = image(T(p))``. Keypoints found on the warped image therefore
+map back onto the original through ``T`` itself, which is what the equivariance loss
+compares. Coordinates are normalised to [-1, 1] with ``align_corners=True``, the
+convention of ``geometry.make_coordinate_grid`` and of the keypoint detector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def _grid_2d(h: int, w: int, dtype=None, device=None) -> torch.Tensor:
+    """(H, W, 2) pixel centres in (x, y) order, linspace(-1, 1)."""
+    ys = torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device)
+    xs = torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
+
+def _tps_kernel(points: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+    """Thin-plate radial basis r^2 log r between points (B, N, 2) and control points (P, 2) -> (B, N, P)."""
+    diff = points.unsqueeze(2) - control.view(1, 1, -1, 2)  # (B, N, P, 2)
+    r2 = diff.pow(2).sum(-1)
+    return 0.5 * r2 * torch.log(r2 + 1e-9)  # r^2 log r = 0.5 r^2 log r^2
+
+
+@dataclass
+class RandomWarp:
+    """One random warp per batch element: ``T(p) = A p + b + sum_j w_j U(|p - c_j|)``."""
+
+    theta: torch.Tensor  # (B, 2, 3) affine part [A | b]
+    control_points: torch.Tensor | None  # (P, 2) thin-plate-spline control points
+    control_weights: torch.Tensor | None  # (B, P, 2) spline weights per axis
+
+    @classmethod
+    def sample(cls, batch: int, affine_std: float = 0.05, tps_std: float = 0.005, tps_points: int = 5,
+               generator: torch.Generator | None = None, device=None) -> "RandomWarp":
+        """Draw a warp near the identity; std 0 switches a part off."""
+        theta = torch.eye(2, 3).repeat(batch, 1, 1)
+        if affine_std > 0:
+            theta = theta + affine_std * torch.randn(batch, 2, 3, generator=generator)
+        control = weights = None
+        if tps_std > 0 and tps_points > 0:
+            control = _grid_2d(tps_points, tps_points).view(-1, 2)
+            weights = tps_std * torch.randn(batch, control.shape[0], 2, generator=generator)
+        to = (lambda t: None if t is None else t.to(device)) if device is not None else (lambda t: t)
+        return cls(to(theta), to(control), to(weights))
+
+    @property
+    def batch(self) -> int:
+        return self.theta.shape[0]
+
+    def warp_points(self, points: torch.Tensor) -> torch.Tensor:
+        """Apply T to points (B, N, 2) in (x, y) order -> (B, N, 2)."""
+        theta = self.theta.to(points)
+        out = points @ theta[:, :, :2].transpose(1, 2) + theta[:, :, 2].unsqueeze(1)
+        if self.control_points is not None:
+            kernel = _tps_kernel(points, self.control_points.to(points))  # (B, N, P)
+            out = out + kernel @ self.control_weights.to(points)
+        return out
+
+    def warp_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Warped image (B, C, H, W): every output pixel p samples the input at T(p)."""
+        b, _, h, w = image.shape
+        grid = _grid_2d(h, w, dtype=image.dtype, device=image.device).view(1, h * w, 2).expand(b, -1, -1)
+        grid = self.warp_points(grid).view(b, h, w, 2)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)

@@ -1,0 +1,14 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def samples():
+    """Real sample clips and stills from DATA.md (fetched into the cache on first use)."""
+    from facevid2vid.data.fetch import fetch_samples
+
+    return fetch_samples()

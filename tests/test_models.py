@@ -1,0 +1,163 @@
+"""Networks: shapes for every module, gradients, batch broadcasting, paper-size volumes."""
+import dataclasses
+
+import pytest
+import torch
+
+from facevid2vid.config import model_preset
+from facevid2vid.errors import InputError
+from facevid2vid.geometry import make_coordinate_grid, rotation_from_angles, warp_volume
+from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
+from facevid2vid.models.appearance import AppearanceFeatureExtractor
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return FaceVid2Vid(model_preset("tiny")).eval()
+
+
+def _images(n, size, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_module_shapes(tiny):
+    cfg = tiny.cfg
+    k, s = cfg.num_keypoints, cfg.image_size
+    x = _images(2, s)
+    with torch.no_grad():
+        vol = tiny.appearance(x)
+        assert vol.shape == (2, *cfg.volume_shape)
+        kp = tiny.keypoints(x)
+        assert kp.shape == (2, k, 3) and kp.abs().max() <= 1.0
+        hm = tiny.keypoints.heatmaps(x)
+        assert hm.shape == (2, k, cfg.kp_depth, int(s * cfg.kp_scale_factor), int(s * cfg.kp_scale_factor))
+        motion = tiny.head(x)
+        for angle in (motion.yaw, motion.pitch, motion.roll):
+            assert angle.shape == (2,) and angle.min() >= -99 and angle.max() <= 96
+        assert motion.translation.shape == (2, 3) and motion.delta.shape == (2, k, 3)
+        assert motion.yaw_logits.shape == (2, cfg.he_num_bins)
+        rot = rotation_from_angles(motion.yaw, motion.pitch, motion.roll)
+        m = tiny.motion(vol, kp, kp.flip(0), rot, rot.flip(0))
+        d, h = cfg.feature_depth, cfg.volume_size
+        assert m.flows.shape == (2, k + 1, d, h, h, 3)
+        assert m.mask.shape == (2, k + 1, d, h, h)
+        assert torch.allclose(m.mask.sum(1), torch.ones(2, d, h, h), atol=1e-5)
+        assert m.occlusion.shape == (2, 1, h, h) and 0 <= m.occlusion.min() and m.occlusion.max() <= 1
+        out = tiny.generator(vol, m.flows, m.mask, m.occlusion)
+        assert out.image.shape == (2, 3, s, s) and 0 <= out.image.min() and out.image.max() <= 1
+        assert out.flow.shape == (2, d, h, h, 3)
+
+
+def test_discriminator_shapes():
+    cfg = dataclasses.replace(model_preset("tiny"), disc_scales=(1.0, 0.5), disc_use_kp=True)
+    disc = MultiScaleDiscriminator(cfg)
+    x = _images(2, cfg.image_size)
+    kp = torch.rand(2, cfg.num_keypoints, 3) * 2 - 1
+    results = disc(x, kp)
+    assert len(results) == 2
+    for features, logits in results:
+        assert len(features) == cfg.disc_num_blocks
+        assert logits.shape[:2] == (2, 1) and logits.shape[-1] >= 1
+    assert results[1][1].shape[-1] < results[0][1].shape[-1]
+    with pytest.raises(ValueError):
+        disc(x)
+    plain = MultiScaleDiscriminator(model_preset("tiny"))
+    assert plain.discs[0].blocks[0].conv.parametrizations.weight  # spectral norm present
+    assert len(plain(x)) == 1
+
+
+def test_forward_backward_tiny():
+    torch.manual_seed(1)
+    model = FaceVid2Vid(model_preset("tiny")).train()
+    src, drv = _images(2, 64, 1), _images(2, 64, 2)
+    out, source, motion, kp_d = model(src, drv)
+    assert out.image.shape == (2, 3, 64, 64) and kp_d.shape == (2, 5, 3)
+    loss = (out.image - drv).abs().mean() + motion.delta.abs().mean() + source.kp.abs().mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    # G's convolutions are spectrally normalised
+    assert hasattr(model.generator.final, "parametrizations")
+
+
+def test_source_batch_broadcasts(tiny):
+    src = _images(1, 64, 3)
+    drivers = _images(3, 64, 4)
+    with torch.no_grad():
+        source = tiny.encode_source(src)
+        motion = tiny.estimate_motion(drivers)
+        kp_d, rot_d = tiny.driving_keypoints(source, motion)
+        assert kp_d.shape == (3, 5, 3)
+        batched = tiny.synthesize(source, kp_d, rot_d).image
+        for i in range(3):
+            single = tiny.synthesize(source, kp_d[i:i + 1], rot_d[i:i + 1]).image
+            assert torch.allclose(batched[i:i + 1], single, atol=1e-5)
+
+
+def test_identical_images_give_identical_keypoints_and_identity_flow(tiny):
+    x = _images(2, 64, 5)
+    with torch.no_grad():
+        out, source, motion, kp_d = tiny(x, x.clone())
+    assert torch.allclose(kp_d, source.kp, atol=1e-5)
+    grid = make_coordinate_grid(*tiny.cfg.volume_shape[1:]).expand_as(out.flow)
+    assert torch.allclose(out.flow, grid, atol=1e-4)
+
+
+def test_free_view_rotation_override(tiny):
+    x = _images(1, 64, 6)
+    with torch.no_grad():
+        source = tiny.encode_source(x)
+        motion = tiny.estimate_motion(x)
+        eye = torch.eye(3).unsqueeze(0)
+        kp, rot = tiny.driving_keypoints(source, motion, rotation=eye)
+        assert torch.equal(rot, eye)
+        expected = source.canonical_kp + motion.translation[:, None] + motion.delta
+        assert torch.allclose(kp, expected, atol=1e-6)
+
+
+def test_wrong_image_size_is_an_input_error(tiny):
+    with pytest.raises(InputError, match="64"):
+        tiny.encode_source(torch.rand(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("name, size", [("paper-256", 64), ("paper-512", 128)])
+def test_paper_shapes_on_meta_device(name, size):
+    cfg = model_preset(name)
+    with torch.device("meta"):
+        feats = AppearanceFeatureExtractor(cfg)(torch.empty(1, 3, cfg.image_size, cfg.image_size))
+    assert feats.shape == (1, 32, 16, size, size)
+    if name == "paper-256":
+        with torch.device("meta"):
+            model = FaceVid2Vid(cfg).eval()
+            x = torch.empty(1, 3, 256, 256)
+            out, source, _, kp_d = model(x, x)
+        assert out.image.shape == (1, 3, 256, 256)
+        assert out.mask.shape == (1, 21, 16, 64, 64) and out.occlusion.shape == (1, 1, 64, 64)
+        assert kp_d.shape == (1, 20, 3)
+
+
+def test_complexity_counts(tiny):
+    from facevid2vid.complexity import _macs, count_parameters, macs_per_frame
+
+    params = count_parameters(tiny)
+    assert params["total"] == sum(p.numel() for p in tiny.parameters())
+    assert params["F"] == sum(p.numel() for p in tiny.appearance.parameters())
+    macs = macs_per_frame(tiny)
+    # F by hand: 7x7 conv 3->8 @64^2, 3x3 8->16 @64^2, 3x3 16->32 @32^2, 1x1 32->16 @16^2, 2 3x3x3 4->4 @4x16^2
+    f = 64 * 64 * 3 * 8 * 49 + 64 * 64 * 8 * 16 * 9 + 32 * 32 * 16 * 32 * 9 + 16 * 16 * 32 * 16 + 2 * 4 * 256 * 16 * 27
+    assert macs["source"]["F"] == f
+    assert macs["frame"]["H"] == macs["source"]["H"] > 0
+    assert macs["frame"]["total"] == macs["frame"]["H"] + macs["frame"]["M"] + macs["frame"]["G"]
+    # the meta-device counts equal those of a real forward
+    x = _images(1, 64)
+    with torch.no_grad():
+        src = tiny.encode_source(x)
+        kp_d, rot_d = tiny.driving_keypoints(src, tiny.estimate_motion(x))
+        real_m, m = _macs(tiny.motion, src.features, src.kp, kp_d, src.rotation, rot_d)
+        real_g, _ = _macs(tiny.generator, src.features, m.flows, m.mask, m.occlusion)
+    assert (real_m, real_g) == (macs["frame"]["M"], macs["frame"]["G"])
+    # grid sampling is counted as 8 MACs per output value (trilinear)
+    vol, flow = torch.zeros(1, 4, 4, 16, 16), make_coordinate_grid(4, 16, 16).unsqueeze(0)
+    assert _macs(warp_volume, vol, flow)[0] == 8 * 4 * 4 * 16 * 16

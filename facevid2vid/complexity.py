@@ -87,3 +87,30 @@ def complexity_report(model: FaceVid2Vid) -> str:
         lines.append(f"{key:<6}{params[key] / 1e6:>12.2f}"
                      f"{'' if src is None else f'{src / 1e9:.2f}':>14}{'' if frm is None else f'{frm / 1e9:.2f}':>13}")
     return "\n".join(lines)
+
+
+def describe_model(checkpoint: str | None = None, preset: str | None = None) -> str:
+    """What `facevid2vid inspect` prints: per-module parameters, shapes and MACs per frame."""
+    from facevid2vid.checkpoint import load_checkpoint
+    from facevid2vid.config import model_preset
+    from facevid2vid.errors import CheckpointError
+
+    if checkpoint is not None:
+        model = load_checkpoint(checkpoint)
+        origin = f"checkpoint {checkpoint}"
+    else:
+        try:
+            cfg = model_preset(preset)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        model = FaceVid2Vid(cfg)
+        origin = f"preset {preset} (random weights)"
+    cfg = model.cfg
+    c, d, h, w = cfg.volume_shape
+    s = cfg.image_size
+    return "\n".join([
+        origin,
+        complexity_report(model),
+        f"keypoints K = {cfg.num_keypoints}, flow mode {cfg.flow_mode}",
+        f"input 3x{s}x{s} -> appearance volume {c}x{d}x{h}x{w} -> output 3x{s}x{s}",
+    ])

@@ -94,7 +94,7 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
 
     def frontalize():
         frames, fps = load_driving_frames(samples.cap13, size, max_frames=num_frames)
-        result = [redirect_frame(animator, f, frontalize=True) for f in frames]
+        result = to_uint8(animator.redirect(to_tensor(frames), frontalize=True))
         path = out / "frontalized.mp4"
         write_video(path, result, fps)
         return DemoPart("frontalization", path, 0, _pick(frames, columns), _pick(frames, columns),

@@ -12,9 +12,23 @@ the face clockwise in the image.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
+
+
+def _full_precision(*tensors: torch.Tensor):
+    """Float16/bfloat16 tensors as float32 (geometry is done in full precision even under autocast)."""
+    out = tuple(t.float() if t.is_floating_point() and t.element_size() < 4 else t for t in tensors)
+    return out if len(out) > 1 else out[0]
+
+
+def no_autocast(ref: torch.Tensor):
+    """Turn autocast off so small matrix products stay in float32 (bfloat16 keeps ~3 digits)."""
+    if ref.device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=ref.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _rot_x(a: torch.Tensor) -> torch.Tensor:
@@ -34,8 +48,10 @@ def _rot_z(a: torch.Tensor) -> torch.Tensor:
 
 def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """Yaw, pitch, roll in degrees, each (B,), to rotation matrices (B, 3, 3)."""
+    yaw, pitch, roll = _full_precision(yaw, pitch, roll)
     to_rad = math.pi / 180.0
-    return _rot_z(roll * to_rad) @ _rot_y(yaw * to_rad) @ _rot_x(pitch * to_rad)
+    with no_autocast(yaw):
+        return _rot_z(roll * to_rad) @ _rot_y(yaw * to_rad) @ _rot_x(pitch * to_rad)
 
 
 def angles_from_rotation(rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,6 +71,7 @@ def angles_from_bins(logits: torch.Tensor) -> torch.Tensor:
 
     The expectation (not the arg-max) keeps the angle continuous and differentiable.
     """
+    logits = _full_precision(logits)
     idx = torch.arange(logits.shape[-1], dtype=logits.dtype, device=logits.device)
     prob = torch.softmax(logits, dim=-1)
     return 3.0 * (prob * idx).sum(dim=-1) - 99.0
@@ -68,7 +85,9 @@ def transform_keypoints(
     canonical (B, K, 3), rotation (B, 3, 3), translation (B, 3), delta (B, K, 3) -> (B, K, 3).
     A batch-1 canonical set broadcasts to the batch of the pose.
     """
-    rotated = torch.einsum("bij,bkj->bki", rotation, canonical.expand(rotation.shape[0], -1, -1))
+    canonical, rotation, translation, delta = _full_precision(canonical, rotation, translation, delta)
+    with no_autocast(canonical):
+        rotated = torch.einsum("bij,bkj->bki", rotation, canonical.expand(rotation.shape[0], -1, -1))
     return rotated + translation.unsqueeze(1) + delta
 
 
@@ -102,13 +121,16 @@ def keypoint_flows(
     """
     if mode not in ("rotation", "identity"):
         raise ValueError(f"flow mode must be 'rotation' or 'identity', got {mode!r}")
+    kp_source, kp_driving = _full_precision(kp_source, kp_driving)
     b, k, _ = kp_driving.shape
     grid = make_coordinate_grid(*spatial, dtype=kp_driving.dtype, device=kp_driving.device)
     rel = grid.view(1, 1, *spatial, 3) - kp_driving.view(b, k, 1, 1, 1, 3)  # (B, K, D, H, W, 3)
     if mode == "rotation":
+        rot_source, rot_driving = _full_precision(rot_source, rot_driving)
         # R_s R_d^-1 = R_s R_d^T for rotations; applied to row vectors as v @ (R_s R_d^T)^T = v @ R_d R_s^T
-        rel_rot = rot_driving @ rot_source.expand(b, -1, -1).transpose(1, 2)  # (B, 3, 3)
-        rel = (rel.reshape(b, -1, 3) @ rel_rot).view(b, k, *spatial, 3)
+        with no_autocast(rel):
+            rel_rot = rot_driving @ rot_source.expand(b, -1, -1).transpose(1, 2)  # (B, 3, 3)
+            rel = (rel.reshape(b, -1, 3) @ rel_rot.to(rel.dtype)).view(b, k, *spatial, 3)
     flows = rel + kp_source.expand(b, -1, -1).reshape(b, k, 1, 1, 1, 3)
     background = grid.expand(b, 1, *spatial, 3)
     return torch.cat([background, flows], dim=1)
@@ -127,8 +149,9 @@ def warp_volume(volume: torch.Tensor, flow: torch.Tensor, padding_mode: str = "b
     the volume (large rotations, depth shifts of a 16-deep volume) repeat the edge features
     instead of fading to zero; the occlusion map tells G where the source has no content.
     """
+    dtype = torch.promote_types(volume.dtype, flow.dtype)  # never round the flow to half precision
     return torch.nn.functional.grid_sample(
-        volume, flow.to(volume.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=True
+        volume.to(dtype), flow.to(dtype), mode="bilinear", padding_mode=padding_mode, align_corners=True
     )
 
 
@@ -159,13 +182,16 @@ def user_rotation(
 
     rotation_driving (B, 3, 3); yaw, pitch, roll in degrees, scalars or (B,) tensors.
     """
+    rotation_driving = _full_precision(rotation_driving)
     b = rotation_driving.shape[0]
     opts = dict(dtype=rotation_driving.dtype, device=rotation_driving.device)
 
     def as_batch(a):
-        return torch.as_tensor(a, **opts).expand(b) if torch.as_tensor(a).dim() == 0 else torch.as_tensor(a, **opts)
+        a = torch.as_tensor(a, **opts)
+        return a.expand(b) if a.dim() == 0 else a
 
-    r_user = rotation_from_angles(as_batch(yaw), as_batch(pitch), as_batch(roll))
+    r_user = rotation_from_angles(as_batch(yaw), as_batch(pitch), as_batch(roll)).to(rotation_driving.dtype)
     if frontalize:
         return r_user
-    return r_user @ rotation_driving
+    with no_autocast(rotation_driving):
+        return r_user @ rotation_driving

@@ -97,6 +97,9 @@ class Animator:
         source = self._require_source()
         outputs = []
         n = motion.yaw.shape[0]
+        per_frame_source = source.kp.shape[0] > 1  # redirect(): one source per frame
+        if per_frame_source and source.kp.shape[0] != n:
+            raise ValueError("a batch of sources needs motion of the same batch size")
         for i in range(0, n, self.batch_size):
             part = motion.index(slice(i, i + self.batch_size))
             part = HeadMotion(*(t.to(self.device) for t in (part.yaw, part.pitch, part.roll,
@@ -106,8 +109,23 @@ class Animator:
             if translation is not None:
                 part.translation = part.translation + torch.tensor(translation, device=self.device,
                                                                    dtype=part.translation.dtype)
-            kp_driving, rotation = self.model.driving_keypoints(source, part, rotation=rotation)
-            outputs.append(self.model.synthesize(source, kp_driving, rotation).image.float().clamp(0, 1))
+            src = _slice_source(source, slice(i, i + self.batch_size)) if per_frame_source else source
+            kp_driving, rotation = self.model.driving_keypoints(src, part, rotation=rotation)
+            outputs.append(self.model.synthesize(src, kp_driving, rotation).image.float().clamp(0, 1))
+        return torch.cat(outputs) if outputs else torch.empty(0, 3, self.image_size, self.image_size)
+
+    @torch.inference_mode()
+    def redirect(self, frames: torch.Tensor, **controls) -> torch.Tensor:
+        """Re-pose frames (N, 3, S, S), each its own source and driving frame (free view per frame).
+
+        Runs F, L and H/Delta on every frame; ``controls`` are :meth:`render`'s free-view arguments.
+        Leaves ``self.source`` set to the last batch.
+        """
+        frames = self._check_images(frames, "frames")
+        outputs = []
+        for i in range(0, frames.shape[0], self.batch_size):
+            self.source = self.model.encode_source(frames[i:i + self.batch_size])
+            outputs.append(self.render(self.source.motion, **controls))
         return torch.cat(outputs) if outputs else torch.empty(0, 3, self.image_size, self.image_size)
 
     def animate_iter(
@@ -143,3 +161,8 @@ class Animator:
         """All synthesized frames (N, 3, S, S) for driving frames (N, 3, S, S)."""
         parts = list(self.animate_iter(frames, mode=mode, **controls))
         return torch.cat(parts) if parts else torch.empty(0, 3, self.image_size, self.image_size)
+
+
+def _slice_source(source: SourceEncoding, idx: slice) -> SourceEncoding:
+    return SourceEncoding(source.features[idx], source.canonical_kp[idx], source.motion.index(idx),
+                          source.kp[idx], source.rotation[idx])

@@ -128,9 +128,15 @@ def reconstruct_files(
 
 def redirect_frame(animator: Animator, frame: np.ndarray, **controls) -> np.ndarray:
     """Re-pose one cropped frame uint8 (S, S, 3): it is its own source and driving frame."""
-    image = to_tensor(frame)
-    source = animator.set_source(image)
-    return to_uint8(animator.render(source.motion, **controls))[0]
+    return to_uint8(animator.redirect(to_tensor(frame), **controls))[0]
+
+
+def _redirect_stream(animator: Animator, frames: np.ndarray, **controls) -> Iterator[np.ndarray]:
+    with tqdm(total=len(frames), desc="redirect", unit="frame", leave=False) as bar:
+        for batch in _batches(frames, animator.batch_size):
+            out = to_uint8(animator.redirect(batch, **controls))
+            bar.update(batch.shape[0])
+            yield from out
 
 
 def redirect_files(
@@ -155,7 +161,5 @@ def redirect_files(
         write_image(output, redirect_frame(animator, frame, **controls))
         return RunResult(Path(output), 1, None, time.perf_counter() - start)
     frames, fps = load_driving_frames(source, size, crop)
-    results = (redirect_frame(animator, f, **controls) for f in tqdm(frames, desc="redirect", unit="frame",
-                                                                     leave=False))
-    write_video(output, results, fps)
+    write_video(output, _redirect_stream(animator, frames, **controls), fps)
     return RunResult(Path(output), len(frames), fps, time.perf_counter() - start)

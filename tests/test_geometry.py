@@ -1,5 +1,4 @@
 """Geometry: rotation convention, keypoint transform, flows and warping."""
-import math
 
 import pytest
 import torch

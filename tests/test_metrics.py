@@ -238,3 +238,23 @@ def test_mismatched_videos_give_one_clear_error(clips, capsys, other, message):
 def test_streams_of_different_length_are_rejected(franck, evaluator):
     with pytest.raises(InputError, match="aligned"):
         evaluator.evaluate(iter(franck[:3]), iter(franck[:2]))
+
+
+def test_inception_loader_picks_variant_and_refuses_partial_files(tmp_path):
+    """Key-layout parsing of user FID weights (synthetic values: checks parsing, not the metric)."""
+    from safetensors.torch import save_file
+
+    from facevid2vid.metrics.inception import InceptionV3Features
+    from facevid2vid.metrics.learned import load_inception
+
+    state = {k: v for k, v in InceptionV3Features().state_dict().items() if not k.endswith("num_batches_tracked")}
+    for rows, variant in ((1008, "fid"), (1000, "torchvision")):
+        path = tmp_path / f"inception{rows}.safetensors"
+        save_file({**state, "fc.weight": torch.zeros(rows, 2048), "fc.bias": torch.zeros(rows)}, str(path))
+        model = load_inception(path)
+        assert model.variant == variant
+        assert torch.equal(model.Mixed_7c.branch_pool.bn.running_var, state["Mixed_7c.branch_pool.bn.running_var"])
+    partial = {k: v for k, v in state.items() if not k.startswith("Mixed_7c")}
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_inception(tmp_path / "partial.safetensors")

@@ -161,3 +161,17 @@ def test_complexity_counts(tiny):
     # grid sampling is counted as 8 MACs per output value (trilinear)
     vol, flow = torch.zeros(1, 4, 4, 16, 16), make_coordinate_grid(4, 16, 16).unsqueeze(0)
     assert _macs(warp_volume, vol, flow)[0] == 8 * 4 * 4 * 16 * 16
+
+
+def test_geometry_stays_float32_under_autocast(tiny):
+    x = _images(1, 64, 9)
+    with torch.no_grad():
+        ref = tiny(x, x.flip(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, source, motion, kp_d = tiny(x, x.flip(-1))
+    assert source.canonical_kp.dtype == torch.float32 and kp_d.dtype == torch.float32
+    assert source.rotation.dtype == torch.float32 and out.flow.dtype == torch.float32
+    assert torch.isfinite(out.image).all()
+    # keypoints only differ by the bfloat16 convolutions upstream, not by bfloat16 geometry
+    assert (kp_d - ref[3]).abs().max() < 0.1
+    assert motion.translation.dtype == torch.float32 and motion.yaw.dtype == torch.float32

@@ -15,6 +15,7 @@ writes the video.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from fractions import Fraction
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.entropy import MotionEntropyCoder
 from facevid2vid.codec.keyframe import decode_image
 from facevid2vid.codec.quantize import Quantizer, QuantizerSteps, array_to_motion
-from facevid2vid.errors import BitstreamError
+from facevid2vid.errors import BitstreamError, InputError
 
 # what a live decoder reports for each packet
 STATUS_OK = "ok"
@@ -131,26 +132,24 @@ class MotionStreamDecoder:
         if packet.frame_index < self.next_frame:
             return problem(STATUS_LATE, f"frame already passed (expected frame {self.next_frame}): "
                                         f"reordered or duplicated packet, skipped")
-        if packet.frame_index > self.next_frame:
-            missing = f"frames {self.next_frame}..{packet.frame_index - 1} are missing"
+        gap = None
+        if packet.frame_index > self.next_frame and (self.synced or raise_errors):
+            gap = f"frames {self.next_frame}..{packet.frame_index - 1} are missing"
             if raise_errors:
-                raise BitstreamError(f"{where}: {missing}")
+                raise BitstreamError(f"{where}: {gap}")
             self.synced = False
-            self.next_frame = packet.frame_index
-            if packet.type != bs.PACKET_KEY:
-                return PacketReport(STATUS_MISSING, f"{where}: {missing}; skipping until the next key frame",
-                                    packet.number, packet.frame_index)
-            report = self._decode(packet, problem)
-            if report.status == STATUS_OK:
-                report.status, report.message = STATUS_MISSING, f"{where}: {missing}; resumed at this key frame"
-            return report
+        self.next_frame = packet.frame_index
         if packet.type != bs.PACKET_KEY and not self.synced:
             if raise_errors:
                 raise BitstreamError(f"{where}: motion before the first key frame")
-            self.next_frame = packet.frame_index + self._count(packet)
-            return PacketReport(STATUS_SKIPPED, f"{where}: waiting for a key frame", packet.number,
+            self.next_frame += self._count(packet)
+            status, what = (STATUS_MISSING, gap) if gap else (STATUS_SKIPPED, "waiting for a key frame")
+            return PacketReport(status, f"{where}: {what}; skipping until the next key frame", packet.number,
                                 packet.frame_index)
-        return self._decode(packet, problem)
+        report = self._decode(packet, problem)
+        if gap and report.status == STATUS_OK:
+            report.status, report.message = STATUS_MISSING, f"{where}: {gap}; resumed at this key frame"
+        return report
 
     @staticmethod
     def _count(packet: bs.Packet) -> int:
@@ -255,25 +254,36 @@ def read_stream_header(stream) -> bs.StreamHeader:
     return bs.parse_header(stream.read(bs.HEADER_SIZE))
 
 
-def iter_decoded(path: str | Path) -> Iterator[DecodedFrame]:
-    """Every decoded frame of a file, in order (strict: BitstreamError on any problem)."""
-    with open(path, "rb") as f:
+def _open(source):
+    """A binary file object for a path, or the given file object itself (not closed by us)."""
+    if hasattr(source, "read"):
+        return contextlib.nullcontext(source)
+    return open(source, "rb")
+
+
+def iter_decoded(source) -> Iterator[DecodedFrame]:
+    """Every decoded frame of a stream (a path or a binary file object), in order.
+
+    Strict: any problem raises BitstreamError naming the byte or packet.
+    """
+    with _open(source) as f:
         header = read_stream_header(f)
         decoder = MotionStreamDecoder(header, strict=True)
         for packet in bs.read_packets(f):
             yield from decoder.decode_packet(packet)
-        if not decoder.ended:  # read_packets only returns after the end packet
-            raise BitstreamError("stream has no end packet")
 
 
-def validate_file(path: str | Path) -> tuple[bs.StreamHeader, int, int]:
+def validate_file(source) -> tuple[bs.StreamHeader, int, int]:
     """Parse and decode everything but the synthesis: (header, frames, key frames)."""
-    with open(path, "rb") as f:
-        header = read_stream_header(f)
+    header = None
     frames = keys = 0
-    for frame in iter_decoded(path):
-        frames += 1
-        keys += frame.is_key
+    with _open(source) as f:
+        start = f.tell()
+        header = read_stream_header(f)
+        f.seek(start)
+        for frame in iter_decoded(f):
+            frames += 1
+            keys += frame.is_key
     if frames == 0:
         raise BitstreamError("stream holds no frames")
     return header, frames, keys
@@ -310,7 +320,7 @@ def decode_file(input: str | Path, output: str | Path, checkpoint: str | None = 
     start = time.perf_counter()
     path = Path(input)
     if not path.is_file():
-        raise BitstreamError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     with open(path, "rb") as f:
         header = read_stream_header(f)
     if animator is None:

@@ -86,7 +86,8 @@ class EncodeStats:
 
     @property
     def total_bytes(self) -> int:
-        return self.header_bytes + self.key_bytes + self.motion_payload_bytes + self.motion_framing_bytes + self.end_bytes
+        return (self.header_bytes + self.key_bytes + self.motion_payload_bytes + self.motion_framing_bytes
+                + self.end_bytes)
 
     @property
     def seconds(self) -> float:
@@ -113,8 +114,9 @@ class EncodeStats:
             f"frames: {self.frames} ({self.seconds:.1f} s at {self.fps:g} fps); key frames: {self.key_frames} "
             f"({reasons})",
             f"total: {self.total_bytes} bytes = {self.kbps():.2f} kbps",
-            f"  key frames: {self.key_bytes} bytes ({100 * self.key_bytes / total:.1f}%, {self.kbps(self.key_bytes):.2f}"
-            f" kbps; {self.key_image_bytes / max(1, self.key_frames):.0f} bytes per image)",
+            f"  key frames: {self.key_bytes} bytes ({100 * self.key_bytes / total:.1f}%, "
+            f"{self.kbps(self.key_bytes):.2f} kbps; {self.key_image_bytes / max(1, self.key_frames):.0f} bytes "
+            f"per image)",
             f"  motion:     {motion} bytes ({100 * motion / total:.1f}%, {self.kbps(motion):.2f} kbps): "
             f"{self.motion_bits_per_frame:.1f} bits per motion frame + {self.framing_bits_per_frame:.1f} bits of "
             f"packet framing",
@@ -286,39 +288,46 @@ class Encoder:
             raise InputError(f"frames must be uint8 (N, {self.size}, {self.size}, 3), got {frames.dtype} "
                              f"{frames.shape}")
         n = len(frames)
+        if n == 0:
+            return []
         events = self._face_events(face_present, n)
         values = motion_to_array(self.animator.estimate_motion(to_tensor(frames)))  # (N, P) float32
         packets: list[bytes] = []
-        batch = self.animator.batch_size
         i = 0
         while i < n:
             reason = self._forced_reason(self.frame_index, events[i])
-            if reason:
-                packets += self._key_frame(frames[i], values[i], reason)
-                i += 1
-                continue
-            # a speculative run up to the next forced key frame
-            run, previous = [], self.previous
-            while i + len(run) < n and len(run) < batch:
-                j = i + len(run)
-                if run and self._forced_reason(self.frame_index + len(run), events[j]):
-                    break
-                previous = self.quantizer.quantize(values[j], previous)
-                run.append(previous)
-            indices = np.stack(run)
-            motion = array_to_motion(self.quantizer.dequantize(indices), self.num_keypoints, self.animator.device)
-            synth = self.animator.render(motion).cpu()  # (n, 3, S, S)
-            real = to_tensor(frames[i:i + len(run)])
-            quality = psnr(synth, real)
-            drifted = (quality < self.baseline_psnr - self.settings.keyframe_threshold).nonzero()
-            keep = int(drifted[0, 0]) if len(drifted) else len(run)
-            if keep:
-                packets += self._accept(indices[:keep], synth[:keep], quality[:keep], values[i:i + keep])
-                i += keep
-            if keep < len(run):
-                packets += self._key_frame(frames[i], values[i], "drift")
-                i += 1
+            if reason is None:
+                indices, synth, quality = self._speculate(frames, values, events, i)
+                drifted = (quality < self.baseline_psnr - self.settings.keyframe_threshold).nonzero()
+                keep = int(drifted[0, 0]) if len(drifted) else len(indices)
+                if keep:
+                    packets += self._accept(indices[:keep], synth[:keep], quality[:keep], values[i:i + keep])
+                    i += keep
+                if keep == len(indices):
+                    continue
+                reason = "drift"
+            packets += self._key_frame(frames[i], values[i], reason)
+            i += 1
         return packets
+
+    def _speculate(self, frames: np.ndarray, values: np.ndarray, events: list, start: int):
+        """Quantise and synthesize frames from ``start`` up to the next forced key frame (one batch).
+
+        Returns indices int64 (n, P), synthesized frames (n, 3, S, S) and their PSNR (n,).
+        """
+        from facevid2vid.video_io import to_tensor
+
+        run, previous = [], self.previous
+        while start + len(run) < len(frames) and len(run) < self.animator.batch_size:
+            j = start + len(run)
+            if run and self._forced_reason(self.frame_index + len(run), events[j]):
+                break
+            previous = self.quantizer.quantize(values[j], previous)
+            run.append(previous)
+        indices = np.stack(run)
+        motion = array_to_motion(self.quantizer.dequantize(indices), self.num_keypoints, self.animator.device)
+        synth = self.animator.render(motion).cpu()  # (n, 3, S, S)
+        return indices, synth, psnr(synth, to_tensor(frames[start:start + len(run)]))
 
     def _accept(self, indices: np.ndarray, synth: torch.Tensor, quality: torch.Tensor,
                 values: np.ndarray) -> list[bytes]:
@@ -352,3 +361,71 @@ class Encoder:
         end = bs.encode_packet(bs.PACKET_END, self.frame_index, bs.end_payload(self.frame_index))
         self.stats.end_bytes += len(end)
         return packets + [end]
+
+
+@dataclass
+class EncodeResult:
+    output: Path
+    stats: EncodeStats
+    seconds: float
+
+
+DETECT_SIZE = 160  # face-presence checks run on the crop at this size (HOG needs faces of ~40+ px)
+CHUNK = 64  # frames per encode() call when encoding a file (bounds the memory of motion estimation)
+
+
+def face_presence(frames: np.ndarray, box) -> np.ndarray:
+    """bool (N,): whether the detector finds a face inside the crop ``box`` of each raw frame."""
+    from facevid2vid.face.crop import crop_frames
+    from facevid2vid.face.detect import detect_faces
+
+    crops = crop_frames(frames, box, DETECT_SIZE)
+    return np.array([bool(detect_faces(f)) for f in crops], dtype=bool)
+
+
+def encode_file(input: str | Path, output: str | Path, checkpoint: str | None = None,
+                settings: EncoderSettings | None = None, crop: bool = True, device: str | None = None,
+                animator=None, start: int = 0, max_frames: int | None = None,
+                progress: bool = False) -> EncodeResult:
+    """Encode a video file into ``output`` (.fv2v).
+
+    With ``crop`` the face is found and cropped with one steady box (as ``animate`` does)
+    and the detector watches every frame for a lost face; without, frames are resized.
+    """
+    from tqdm import tqdm
+
+    from facevid2vid.errors import NoFaceError
+    from facevid2vid.face.crop import prepare_frames
+    from facevid2vid.pipeline import load_animator
+    from facevid2vid.video_io import is_image_path, read_video
+
+    t0 = time.perf_counter()
+    settings = settings or EncoderSettings()
+    settings.validate()
+    if is_image_path(input):
+        raise InputError(f"{input} is an image; encode needs a video")
+    raw, fps = read_video(input, start=start, max_frames=max_frames)
+    animator = animator or load_animator(checkpoint, device)
+    try:
+        frames, box = prepare_frames(raw, animator.image_size, crop=crop, name=str(input))
+    except NoFaceError as exc:
+        raise NoFaceError(f"{exc}; pass --no-crop to use the frames as they are") from None
+    encoder = Encoder(animator, fps, settings)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".part")
+    try:
+        with open(tmp, "wb") as f, tqdm(total=len(frames), desc="encode", unit="frame", disable=not progress,
+                                         leave=False) as bar:
+            f.write(encoder.header_bytes())
+            for i in range(0, len(frames), CHUNK):
+                present = face_presence(raw[i:i + CHUNK], box) if box is not None else None
+                for packet in encoder.encode(frames[i:i + CHUNK], present):
+                    f.write(packet)
+                bar.update(len(frames[i:i + CHUNK]))
+            for packet in encoder.finish():
+                f.write(packet)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return EncodeResult(output, encoder.stats, time.perf_counter() - t0)

@@ -170,10 +170,10 @@ class MotionEntropyCoder:
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
             return np.stack([self._decode_frame(decoder, state) for _ in range(num_frames)])
-        except BitstreamError:
+        except (BitstreamError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:  # constriction reports invalid data as ValueError/RuntimeError
-            raise BitstreamError(f"undecodable motion data ({exc})") from None
+        except BaseException as exc:  # constriction: ValueError etc., or a Rust panic (a BaseException)
+            raise BitstreamError(f"undecodable motion data ({type(exc).__name__})") from None
 
     def _decodes_to(self, payload: bytes, start: CoderState, frames: np.ndarray) -> bool:
         try:

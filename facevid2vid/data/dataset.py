@@ -112,9 +112,13 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def color_jitter(image: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float) -> torch.Tensor:
-    """Jitter an image (3, H, W) in [0, 1]: factors around 1, ``hue`` a rotation in turns."""
+    """Jitter an image (3, H, W) in [0, 1]: factors around 1, ``hue`` a rotation in turns.
+
+    A per-pixel colour map (nothing depends on the image's statistics), so equal parameters
+    treat the source and the driving frame alike.
+    """
     x = image * brightness
-    x = (x - _gray(x).mean()) * contrast + _gray(x).mean()
+    x = (x - 0.5) * contrast + 0.5  # about a fixed grey: the same colour map for every frame of a pair
     g = _gray(x)
     x = (x - g) * saturation + g
     if hue != 0.0:

@@ -52,8 +52,8 @@ class PrepareOptions:
     max_frames: int = 256  # longer ones are split into clips of at most this many frames
     min_face: int = 40  # smallest face box side, in source pixels
     detect_every: int = 4  # detect on every n-th frame, interpolate between
-    max_shift: float = 0.25  # face centre may drift this many face sizes from the clip's first box
-    max_zoom: float = 0.25  # and its size change by this fraction
+    max_shift: float = 0.35  # face centre may drift this many face sizes from the clip's first box
+    max_zoom: float = 0.3  # and its size change by this fraction
     margin: float = 1.8  # crop side / face size (as in face.crop)
     shift: float = 0.1  # crop centre moved up by this many face sizes (hair)
     jpeg_quality: int = 95

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +79,7 @@ def run_benchmark(checkpoint: str | None, video: str | os.PathLike, task: str = 
         raise CheckpointError("benchmark needs a trained model: pass --checkpoint FILE (no bundled model installed)")
     animator = load_animator(checkpoint, device, batch_size=batch_size)
     frames, _ = load_driving_frames(video, animator.image_size, crop=crop, start=start, max_frames=max_frames)
-    options = options or EvaluateOptions()
-    options.device = str(animator.device)
+    options = replace(options or EvaluateOptions(), device=str(animator.device))
     result = BenchmarkResult(task=task, video=str(video), checkpoint=checkpoint, frames=len(frames),
                              image_size=animator.image_size, synthesis_seconds=0.0)
     if task == "reconstruction":

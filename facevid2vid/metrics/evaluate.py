@@ -309,7 +309,9 @@ def format_table(results: dict[str, EvaluationResult]) -> str:
 def format_markdown(results: dict[str, EvaluationResult]) -> str:
     header, rows = table_rows(results)
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(c.strip() for c in row) + " |" for row in rows]
+    # sub-rows are indented in plain text; Markdown would drop the indent, so name them
+    out += ["| " + " | ".join(("pose " + c.strip()) if j == 0 and c.startswith("  ") else c.strip()
+                              for j, c in enumerate(row)) + " |" for row in rows]
     notes = _notes(results)
     return "\n".join(out + ([""] + notes if notes else []))
 

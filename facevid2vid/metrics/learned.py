@@ -19,6 +19,7 @@ use. Accepted files (formats in docs/metrics.md):
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,14 +190,21 @@ def load_inception(path: str | Path, device: str | torch.device = "cpu") -> Ince
     return model.eval().to(device)
 
 
+def _sqrtm(m: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        # fewer frames than feature dimensions make the product singular; callers handle it
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(m)
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         # singular product (fewer samples than dimensions): regularise both covariances slightly
         eps = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = scipy.linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+        covmean = _sqrtm((sigma1 + eps) @ (sigma2 + eps))
     covmean = np.real(covmean)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 

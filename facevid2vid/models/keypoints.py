@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
-from ..geometry import make_coordinate_grid
+from ..geometry import make_coordinate_grid, no_autocast
 from .blocks import DownBlock2d, UpBlock3d, level_width
 
 
@@ -52,6 +52,9 @@ class CanonicalKeypointDetector(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         heat = self.heatmaps(image)
         b, k, d, h, w = heat.shape
-        prob = torch.softmax(heat.view(b, k, -1).float() / self.temperature, dim=-1)  # (B, K, D*H*W)
-        grid = make_coordinate_grid(d, h, w, dtype=prob.dtype, device=prob.device).view(-1, 3)
-        return (prob @ grid).to(heat.dtype)  # soft-argmax: expected coordinate, (B, K, 3)
+        # soft-argmax in float32 (keypoints need more than bfloat16's ~3 digits)
+        dtype = torch.promote_types(heat.dtype, torch.float32)
+        with no_autocast(heat):
+            prob = torch.softmax(heat.view(b, k, -1).to(dtype) / self.temperature, dim=-1)  # (B, K, D*H*W)
+            grid = make_coordinate_grid(d, h, w, dtype=dtype, device=prob.device).view(-1, 3)
+            return prob @ grid  # expected coordinate, (B, K, 3)

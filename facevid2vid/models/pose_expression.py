@@ -67,12 +67,13 @@ class HeadPoseExpressionEstimator(nn.Module):
     def forward(self, image: torch.Tensor) -> HeadMotion:
         feat = self.stages(self.stem(image)).mean(dim=(2, 3))  # global average pool: (B, C)
         yaw_l, pitch_l, roll_l = self.yaw(feat), self.pitch(feat), self.roll(feat)
+        full = torch.promote_types(feat.dtype, torch.float32)  # motion leaves H in float32 even under autocast
         return HeadMotion(
-            yaw=angles_from_bins(yaw_l.float()),
-            pitch=angles_from_bins(pitch_l.float()),
-            roll=angles_from_bins(roll_l.float()),
-            translation=self.translation(feat),
-            delta=self.delta(feat).view(-1, self.num_keypoints, 3),  # (B, K, 3)
+            yaw=angles_from_bins(yaw_l),
+            pitch=angles_from_bins(pitch_l),
+            roll=angles_from_bins(roll_l),
+            translation=self.translation(feat).to(full),
+            delta=self.delta(feat).to(full).view(-1, self.num_keypoints, 3),  # (B, K, 3)
             yaw_logits=yaw_l,
             pitch_logits=pitch_l,
             roll_logits=roll_l,

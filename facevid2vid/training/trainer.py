@@ -123,8 +123,8 @@ class Trainer:
         disc_obj = DiscriminatorObjective(self.disc, cfg)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.gen_obj = DDP(gen_obj, device_ids=ids, broadcast_buffers=True)
-            self.disc_obj = DDP(disc_obj, device_ids=ids, broadcast_buffers=True)
+            self.gen_obj = DDP(gen_obj, device_ids=ids)
+            self.disc_obj = DDP(disc_obj, device_ids=ids)
         else:
             self.gen_obj, self.disc_obj = gen_obj, disc_obj
 

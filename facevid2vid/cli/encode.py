@@ -1,0 +1,40 @@
+"""`facevid2vid encode`: compress a face video into a .fv2v stream (key frames + motion)."""
+from __future__ import annotations
+
+from facevid2vid.cli._common import add_crop_arg, add_model_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("encode", help="compress a face video into a .fv2v neural codec stream",
+                       description="Send a key frame, then per frame only head pose and expression; a new key "
+                                   "frame when the receiver's synthesis drifts, the face is lost, or at the "
+                                   "maximum interval. Format: docs/bitstream.md.")
+    p.add_argument("--input", required=True, metavar="VIDEO")
+    p.add_argument("--output", required=True, metavar="OUT.fv2v")
+    p.add_argument("--quality", type=int, default=50, metavar="1..100",
+                   help="key frame quality and motion precision (default 50)")
+    p.add_argument("--keyframe-threshold", type=float, default=4.0, metavar="DB",
+                   help="send a key frame when the synthesized frame's PSNR falls this many dB below the "
+                        "key frame's own synthesis (default 4)")
+    p.add_argument("--max-keyframe-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="longest time between key frames; 0: no limit (default 10)")
+    p.add_argument("--keyframe-codec", choices=["avif", "webp"], default="avif",
+                   help="intra codec of key frames (default avif)")
+    p.add_argument("--frames-per-packet", type=int, default=1, metavar="N",
+                   help="motion frames per packet: 1 for live use; more saves framing bytes (default 1)")
+    add_model_args(p)
+    add_crop_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from facevid2vid.codec.encoder import EncoderSettings, encode_file
+
+    settings = EncoderSettings(quality=args.quality, keyframe_threshold=args.keyframe_threshold,
+                               max_keyframe_interval=args.max_keyframe_interval, keyframe_codec=args.keyframe_codec,
+                               frames_per_packet=args.frames_per_packet)
+    result = encode_file(args.input, args.output, checkpoint=args.checkpoint, settings=settings, crop=args.crop,
+                         device=args.device, progress=True)
+    print(f"encode: wrote {result.output} in {result.seconds:.1f} s")
+    print(result.stats.summary())
+    return 0

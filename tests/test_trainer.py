@@ -1,0 +1,163 @@
+"""The trainer on the tiny preset and a generated data directory (CPU)."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from facevid2vid.checkpoint import load_checkpoint
+from facevid2vid.cli import main
+from facevid2vid.config import TrainConfig, model_preset
+from facevid2vid.errors import CheckpointError
+from facevid2vid.training.state import load_state, save_state
+from facevid2vid.training.trainer import Trainer, lr_factor
+from test_dataset import make_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("train") / "data", clips=3, frames=8, size=64)
+
+
+def _cfg(**kw) -> TrainConfig:
+    cfg = TrainConfig(model=model_preset("tiny"), batch_size=2, num_workers=0, log_every=0, image_every=0,
+                      checkpoint_every=0)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _overfit(data_dir, tmp_path, steps):
+    tr = Trainer(_cfg(), data_dir, tmp_path / "run", device="cpu", progress=False, console=False)
+    batch = next(tr.batches())
+    l1 = [tr.train_step(batch)["l1"] for _ in range(steps)]
+    return l1
+
+
+def test_one_batch_is_overfit(data_dir, tmp_path):
+    l1 = _overfit(data_dir, tmp_path, 80)
+    start, end = l1[0], sum(l1[-5:]) / 5
+    assert end < 0.5 * start, (start, end)
+
+
+@pytest.mark.slow
+def test_one_batch_is_overfit_long(data_dir, tmp_path):
+    l1 = _overfit(data_dir, tmp_path, 300)
+    assert sum(l1[-5:]) / 5 < 0.25 * l1[0]
+
+
+def test_stopped_and_resumed_equals_uninterrupted(data_dir, tmp_path):
+    common = ["train", "--preset", "tiny", "--data", str(data_dir), "--batch-size", "2", "--workers", "1",
+              "--device", "cpu", "--no-progress"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(common + ["--output", str(straight), "--max-steps", "4"]) == 0
+    assert main(common + ["--output", str(split), "--max-steps", "2"]) == 0
+    assert json.loads((split / "checkpoints" / "latest.json").read_text())["step"] == 2
+    assert main(common + ["--output", str(split), "--max-steps", "4", "--resume"]) == 0
+    a, da = load_checkpoint(straight / "checkpoints" / "step_00000004.safetensors", with_discriminator=True)
+    b, db = load_checkpoint(split / "checkpoints" / "step_00000004.safetensors", with_discriminator=True)
+    for (name, x), y in zip(list(a.state_dict().items()) + list(da.state_dict().items()),
+                            list(b.state_dict().values()) + list(db.state_dict().values())):
+        assert torch.allclose(x.float(), y.float(), atol=1e-6, rtol=1e-5), name
+    # and training did move the weights away from the step-2 checkpoint
+    mid = load_checkpoint(split / "checkpoints" / "step_00000002.safetensors")
+    assert any(not torch.equal(x, y) for x, y in zip(mid.state_dict().values(), b.state_dict().values()))
+    sa = load_state(split / "checkpoints" / "step_00000004.state.safetensors")
+    assert sa["step"] == 4 and sa["samples_per_rank"] == 8
+    assert "resumed from" in (split / "train.log").read_text()
+
+
+def test_checkpoints_are_loadable_and_written_atomically(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(checkpoint_every=2, keep_checkpoints=2, log_every=1, image_every=2)
+    tr = Trainer(cfg, data_dir, run, device="cpu", progress=False, console=False)
+    assert tr.fit(5) == 5
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    # steps 2 and 4 on schedule, 5 at the end; only the newest two kept; no temporary files left
+    assert ckpts == ["latest.json", "step_00000004.safetensors", "step_00000004.state.safetensors",
+                     "step_00000005.safetensors", "step_00000005.state.safetensors"]
+    model = load_checkpoint(run / "checkpoints" / "step_00000005.safetensors")  # what `animate` does
+    for (k, v), w in zip(model.state_dict().items(), tr.model.state_dict().values()):
+        assert torch.equal(v, w.cpu()), k
+    log = (run / "train.log").read_text()
+    assert "no VGG19 file given -> multi-scale L1" in log and "step 5 " in log
+    events = list((run / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 1000  # scalars and image grids
+    assert (run / "config.yaml").is_file()
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path):
+    run = tmp_path / "run"
+    tr = Trainer(_cfg(), data_dir, run, device="cpu", progress=False, console=False)
+    step_fn = tr.train_step
+
+    def step_then_signal(batch):
+        out = step_fn(batch)
+        if tr.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the trainer
+        return out
+
+    tr.train_step = step_then_signal
+    before = signal.getsignal(signal.SIGTERM)
+    assert tr.fit(50) == 2
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+    assert "received SIGTERM" in (run / "train.log").read_text()
+
+
+def test_init_from_another_resolution(data_dir, tmp_path):
+    src = Trainer(_cfg(), data_dir, tmp_path / "a", device="cpu", progress=False, console=False)
+    src.fit(1)
+    cfg96 = _cfg()
+    cfg96.model.image_size = 96
+    tr = Trainer(cfg96, data_dir, tmp_path / "b", device="cpu", progress=False, console=False,
+                 init_from=tmp_path / "a" / "checkpoints" / "step_00000001.safetensors")
+    for (k, v), w in zip(src.model.state_dict().items(), tr.model.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert "initialised from" in (tmp_path / "b" / "train.log").read_text()
+    assert tr.dataset[0]["source"].shape == (3, 96, 96)
+    tr.train_step(next(tr.batches()))  # and it trains at the new size
+
+
+def test_resume_rejects_another_architecture(data_dir, tmp_path):
+    Trainer(_cfg(), data_dir, tmp_path / "r", device="cpu", progress=False, console=False).fit(1)
+    other = _cfg()
+    other.model.num_keypoints = 4
+    with pytest.raises(CheckpointError, match="--init-from"):
+        Trainer(other, data_dir, tmp_path / "r", device="cpu", progress=False, console=False, resume=True)
+
+
+def test_trainer_state_round_trip(tmp_path):
+    import numpy as np
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=1e-3, betas=(0.5, 0.999))
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()
+    state = {"opt": opt.state_dict(), "np": np.random.get_state(), "py": (3, (1, 2), None), "n": 5}
+    save_state(tmp_path / "s.safetensors", state)
+    back = load_state(tmp_path / "s.safetensors")
+    assert back["n"] == 5 and back["py"] == (3, (1, 2), None)
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=1e-3)
+    opt2.load_state_dict(back["opt"])
+    assert opt2.param_groups[0]["betas"] == (0.5, 0.999) or list(opt2.param_groups[0]["betas"]) == [0.5, 0.999]
+    with pytest.raises(CheckpointError):
+        load_state(tmp_path / "missing.safetensors")
+
+
+def test_lr_schedule_steps_down_at_milestones():
+    assert lr_factor(0, (10, 20), 0.1) == 1.0
+    assert lr_factor(10, (10, 20), 0.1) == pytest.approx(0.1)
+    assert lr_factor(25, (10, 20), 0.1) == pytest.approx(0.01)
+
+
+def test_cli_train_reports_bad_inputs(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "none"), "--output", str(tmp_path / "r")]) == 1
+    assert "prepare" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--data", str(tmp_path),
+                 "--output", str(tmp_path / "r")]) == 1

@@ -9,8 +9,9 @@ our motion stream's bits per frame and the key frames' share of the bytes.
     python benchmarks/codec_rd.py --checkpoint CKPT.safetensors --write-doc docs/codec.md
 
 prints the tables, writes ``benchmarks/results/codec_rd.{json,md,png}`` and, with
-``--write-doc``, replaces the results section of docs/codec.md. ``--max-frames 120``
-gives a quick run. This is a measurement script, not a timed test.
+``--write-doc``, replaces the results section of docs/codec.md (the plot then goes to
+docs/codec_rd.png). ``--max-frames 120`` gives a quick run. This is a measurement
+script, not a timed test.
 """
 from __future__ import annotations
 
@@ -400,11 +401,12 @@ def main(argv=None) -> int:
             f"{(time.time() - started) / 60:.0f} min.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    png = out / "codec_rd.png"
+    # with --write-doc the plot goes next to the document, which links it
+    png = Path(args.write_doc).parent / "codec_rd.png" if args.write_doc else out / "codec_rd.png"
     plot(points, png, f"franck validation, {size}x{size} @ {fps:g} fps, {len(frames)} frames")
     section = "\n\n".join([
         f"Command: `{command.strip()}`", info,
-        f"![rate-quality curves]({os.path.relpath(png, Path(args.write_doc).parent) if args.write_doc else png})",
+        f"![rate-quality curves]({png.name if args.write_doc else png})",
         "All points (kbps from the whole .fv2v file, or from the codec's elementary stream):",
         points_table(points), "Our streams:", ours_table(points), bd_markdown(tables)])
     (out / "codec_rd.md").write_text(section + "\n")

@@ -131,6 +131,7 @@ class TrainConfig:
     vgg19_weights: str | None = None  # local torchvision-format VGG19 state dict
     face_weights: str | None = None  # optional face-recognition network for the perceptual face term
     pose_teacher_weights: str | None = None  # optional Hopenet-style network; else poses from the index
+    pose_teacher_signs: tuple[float, float, float] = (1.0, 1.0, 1.0)  # map its yaw/pitch/roll signs to ours
     pyramid_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     equivariance_tps_std: float = 0.005
     equivariance_affine_std: float = 0.05

@@ -1,6 +1,7 @@
 """The .fv2v format without a network: header, packets, quantiser, entropy coder, key frames."""
 import io
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -61,6 +62,8 @@ class TestHeader:
             bs.parse_header(forge(kp=200))
         with pytest.raises(BitstreamError, match="step"):
             bs.parse_header(forge(steps=(float("nan"),) + (0.1,) * 6))
+        with pytest.raises(BitstreamError, match="too fine"):
+            bs.parse_header(forge(steps=(1e-5,) + (0.1,) * 6))
 
 
 class TestPackets:
@@ -248,3 +251,21 @@ class TestKeyframe:
         data = encode_image(img, 60, CODEC_WEBP)
         with pytest.raises(BitstreamError):
             decode_image(data[: len(data) // 2], CODEC_WEBP, 64, 64)
+
+
+def test_bjontegaard_delta_rate_of_the_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "codec_rd.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_codec_rd", path)
+    codec_rd = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = codec_rd  # dataclasses look their module up
+    spec.loader.exec_module(codec_rd)
+    rates, quality = np.array([10.0, 20.0, 40.0, 80.0]), np.array([30.0, 34.0, 37.0, 39.0])
+    half, interval = codec_rd.bd_rate(rates, quality, rates / 2, quality)
+    assert half == pytest.approx(-50.0) and interval == (30.0, 39.0)
+    assert codec_rd.bd_rate(rates, quality, rates * 1.1, quality)[0] == pytest.approx(10.0)
+    # a curve that is better at the same rate needs fewer bits at the same quality
+    assert codec_rd.bd_rate(rates, quality, rates, quality + 1)[0] < 0
+    assert codec_rd.bd_rate(rates, quality, rates, quality + 50) == (None, None)  # no overlap

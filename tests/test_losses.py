@@ -1,5 +1,4 @@
 """Losses and warps on constructed cases where the right answer is known."""
-import math
 
 import pytest
 import torch
@@ -9,6 +8,15 @@ from facevid2vid.structures import HeadMotion
 from facevid2vid.training import losses
 from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
 from facevid2vid.training.transforms import RandomWarp
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-waiting on a busy peer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _grid_keypoints(n_side: int, spacing: float, depth: float) -> torch.Tensor:
@@ -179,3 +187,33 @@ def test_vgg_rejects_wrong_files(tmp_path):
     torch.save(wrong, bad)
     with pytest.raises(CheckpointError, match="does not match"):
         VGGFeatures.from_file(bad)
+
+
+# ---------------------------------------------------------------------------
+# pluggable Hopenet-style pose teacher
+
+
+def test_hopenet_teacher_loads_its_layout_and_gives_degrees(tmp_path):
+    from facevid2vid.training.pose_teacher import HopenetTeacher
+
+    torch.manual_seed(0)
+    ref = HopenetTeacher(layers=(1, 1, 1, 1), input_size=64)
+    state = {f"module.{k}": v for k, v in ref.state_dict().items()}
+    state["fc_finetune.weight"] = torch.zeros(3, 2048)  # present in Hopenet files, unused
+    torch.save(state, tmp_path / "hopenet.pkl")
+    teacher = HopenetTeacher.from_file(tmp_path / "hopenet.pkl", signs=(-1.0, 1.0, -1.0))
+    teacher.input_size = 64
+    img = torch.rand(2, 3, 80, 80)
+    out = teacher(img)
+    assert out.shape == (2, 3) and (out.abs() <= 99).all()
+    assert torch.allclose(out, ref(img) * torch.tensor([-1.0, 1.0, -1.0]), atol=1e-5)
+    # expected value of a one-hot bin distribution: bin 40 -> 3 * 40 - 99 = 21 degrees
+    with torch.no_grad():
+        for fc in (ref.fc_yaw, ref.fc_pitch, ref.fc_roll):
+            fc.weight.zero_()
+            fc.bias.fill_(-1e4)
+            fc.bias[40] = 1e4
+    assert torch.allclose(ref(img), torch.full((2, 3), 21.0))
+    with pytest.raises(CheckpointError, match="Hopenet"):
+        torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pkl")
+        HopenetTeacher.from_file(tmp_path / "bad.pkl")

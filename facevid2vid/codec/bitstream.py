@@ -6,12 +6,14 @@ raises :class:`BitstreamError` naming the byte offset (and packet number) where 
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from facevid2vid.codec.quantize import ANGLE_LIMIT, EXPRESSION_LIMIT, MAX_INDEX, TRANSLATION_LIMIT
 from facevid2vid.errors import BitstreamError
 
 MAGIC = b"FV2V"
@@ -101,6 +103,9 @@ class StreamHeader:
             # NaN fails both comparisons
             if not (1e-6 <= step <= 100.0):
                 bad("steps", 37 + 4 * i, f"step {i} = {step!r} is outside 1e-6..100")
+            limit = ANGLE_LIMIT if i < 3 else TRANSLATION_LIMIT if i < 6 else EXPRESSION_LIMIT
+            if math.ceil(limit / step) > MAX_INDEX:
+                bad("steps", 37 + 4 * i, f"step {i} = {step!r} is too fine (more than {MAX_INDEX} levels)")
 
 
 def parse_header(data: bytes) -> StreamHeader:

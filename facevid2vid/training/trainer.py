@@ -33,11 +33,12 @@ from tqdm import tqdm
 from facevid2vid.checkpoint import load_checkpoint, save_checkpoint
 from facevid2vid.config import TrainConfig, save_train_config
 from facevid2vid.data.dataset import InfiniteShardedSampler, PairDataset
-from facevid2vid.errors import CheckpointError
+from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.training import distributed as D
 from facevid2vid.training.objective import DiscriminatorObjective, GeneratorObjective
 from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
+from facevid2vid.training.pose_teacher import HopenetTeacher
 from facevid2vid.training.state import load_state, save_state
 from facevid2vid.training.transforms import RandomWarp
 from facevid2vid.training.visualize import training_grid
@@ -92,6 +93,7 @@ class Trainer:
                           console and self.info.is_main)
         self.step = 0
         self._stop = False
+        self._loaded_step: int | None = None  # step of the checkpoint this run resumed from
         self._last: tuple[dict, object] | None = None
 
         # identical initial weights on every rank (DDP also broadcasts rank 0's)
@@ -103,6 +105,10 @@ class Trainer:
         if self.info.enabled and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.perceptual = self._build_perceptual()
+        self.pose_teacher = None
+        if cfg.pose_teacher_weights:
+            self.pose_teacher = HopenetTeacher.from_file(cfg.pose_teacher_weights,
+                                                         signs=tuple(cfg.pose_teacher_signs)).to(self.device)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=tuple(cfg.betas))
         schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma)  # noqa: E731
@@ -112,8 +118,13 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(cfg.seed * 1000 + self.info.rank)
 
         latest = self.latest_checkpoint()
+        if latest is not None and not resume:
+            raise InputError(f"{self.output_dir} already holds checkpoints (step {latest.get('step')}): "
+                             f"pass --resume to continue, or choose another --output")
         if resume and latest is not None:
             self.load(latest)
+            if init_from is not None:
+                self.log(f"--resume found a checkpoint: --init-from {init_from} is ignored")
         elif init_from is not None:
             self.init_from(init_from)
         if resume and latest is None:
@@ -165,8 +176,12 @@ class Trainer:
         gan = f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan else "GAN off"
         self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
                  f"deformation prior {w.deformation_prior}")
-        self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "
-                 f"{posed}/{frames} frames have one")
+        if self.pose_teacher is not None:
+            self.log(f"head pose: Hopenet-style teacher {cfg.pose_teacher_weights} (signs "
+                     f"{tuple(cfg.pose_teacher_signs)}) on every frame, weight {w.head_pose}")
+        else:
+            self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "
+                     f"{posed}/{frames} frames have one")
 
     # ------------------------------------------------------------------ one step
 
@@ -177,6 +192,10 @@ class Trainer:
         """One generator and one discriminator update on ``batch`` (a PairDataset batch)."""
         cfg = self.cfg
         b = self._to_device(batch)
+        if self.pose_teacher is not None:
+            for name in ("source", "driving"):
+                b[f"{name}_pose"] = self.pose_teacher(b[name])
+                b[f"{name}_pose_valid"] = torch.ones_like(b[f"{name}_pose_valid"])
         self.model.train()
         self.disc.train()
         use_gan = cfg.use_gan and self.step >= cfg.gan_start_step
@@ -192,8 +211,9 @@ class Trainer:
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt_g.step()
-        stats = {k: float(v.detach()) for k, v in res.losses.items()}
-        stats["generator"] = float(loss_g.detach())
+        names = list(res.losses) + ["generator"]
+        values = torch.stack([v.detach().float() for v in res.losses.values()] + [loss_g.detach().float()])
+        stats = dict(zip(names, values.tolist()))  # one device sync for all terms
 
         if use_gan:
             self.disc.requires_grad_(True)
@@ -279,7 +299,7 @@ class Trainer:
                 self.log(f"interrupted at step {self.step}")
             finally:
                 bar.close()
-            if saved_at != self.step:
+            if saved_at != self.step and self.step != self._loaded_step:  # same decision on every rank
                 self.save()
         self._check_ranks_agree()
         if self.writer is not None:
@@ -403,6 +423,7 @@ class Trainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         self.step = int(state["step"])
+        self._loaded_step = self.step
         rngs = state["rng"]
         if len(rngs) == self.info.world_size:
             self._set_rng_state(rngs[self.info.rank])

@@ -28,6 +28,8 @@ class Animator:
 
     def __init__(self, model: FaceVid2Vid, device: str | torch.device = "cpu", batch_size: int = 8):
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal floats slow CPU kernels several times over
         self.model = model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
         self.source: SourceEncoding | None = None

@@ -82,6 +82,9 @@ class Trainer:
         self.cfg = cfg
         self.info = D.env_dist_info()
         self.device = D.pick_device(device, self.info)
+        if self.device.type == "cpu":
+            # denormal floats appear as training goes on and make CPU kernels many times slower
+            torch.set_flush_denormal(True)
         D.init_process_group(self.info, self.device)
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"

@@ -13,3 +13,12 @@ def samples():
     from facevid2vid.data.fetch import fetch_samples
 
     return fetch_samples()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models on a shared 2-core machine: one intra-op thread avoids spin-waiting on a busy peer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

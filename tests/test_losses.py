@@ -1,5 +1,7 @@
 """Losses and warps on constructed cases where the right answer is known."""
 
+import re
+
 import pytest
 import torch
 
@@ -10,13 +12,7 @@ from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
 from facevid2vid.training.transforms import RandomWarp
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-waiting on a busy peer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _grid_keypoints(n_side: int, spacing: float, depth: float) -> torch.Tensor:
@@ -198,7 +194,12 @@ def test_hopenet_teacher_loads_its_layout_and_gives_degrees(tmp_path):
 
     torch.manual_seed(0)
     ref = HopenetTeacher(layers=(1, 1, 1, 1), input_size=64)
-    state = {f"module.{k}": v for k, v in ref.state_dict().items()}
+    # save in the torchvision / Hopenet key layout (bn1, downsample), as a real Hopenet file has it
+    def torchvision_key(k):
+        return re.sub(r"\.norm(\d)\.", r".bn\1.", k).replace(".shortcut.", ".downsample.") if k.startswith("layer") else k
+
+    state = {f"module.{torchvision_key(k)}": v for k, v in ref.state_dict().items()}
+    assert any(".downsample." in k for k in state) and any(".bn2." in k for k in state)
     state["fc_finetune.weight"] = torch.zeros(3, 2048)  # present in Hopenet files, unused
     torch.save(state, tmp_path / "hopenet.pkl")
     teacher = HopenetTeacher.from_file(tmp_path / "hopenet.pkl", signs=(-1.0, 1.0, -1.0))

@@ -15,13 +15,7 @@ from facevid2vid.training.trainer import Trainer, lr_factor
 from test_dataset import make_synthetic_dataset
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread avoids spin-waiting on a busy peer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

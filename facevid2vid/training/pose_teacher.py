@@ -9,6 +9,7 @@ turns the nose toward image-left, pitch down, roll clockwise): ``signs`` maps th
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -16,30 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facevid2vid.errors import CheckpointError
+from facevid2vid.models.pose_expression import Bottleneck
 from facevid2vid.training.perceptual import IMAGENET_MEAN, IMAGENET_STD, read_state_dict
-
-
-class _Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, cin: int, width: int, stride: int):
-        super().__init__()
-        cout = width * self.expansion
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class HopenetTeacher(nn.Module):
@@ -54,8 +33,8 @@ class HopenetTeacher(nn.Module):
         for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
             blocks = []
             for j in range(n):
-                blocks.append(_Bottleneck(cin, width, stride=2 if (j == 0 and i > 0) else 1))
-                cin = width * _Bottleneck.expansion
+                blocks.append(Bottleneck(cin, width, 4 * width, stride=2 if (j == 0 and i > 0) else 1))
+                cin = width * 4
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.fc_yaw = nn.Linear(cin, num_bins)
         self.fc_pitch = nn.Linear(cin, num_bins)
@@ -76,6 +55,7 @@ class HopenetTeacher(nn.Module):
         state = read_state_dict(path)
         state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith(("fc_finetune.", "fc."))}
+        state = {_torchvision_to_block_key(k): v for k, v in state.items()}
         if "fc_yaw.weight" not in state:
             raise CheckpointError(f"{path}: no 'fc_yaw.weight'; expected a Hopenet-style state dict")
         num_bins = state["fc_yaw.weight"].shape[0]
@@ -101,3 +81,11 @@ class HopenetTeacher(nn.Module):
         idx = torch.arange(self.fc_yaw.out_features, device=x.device, dtype=x.dtype)
         angles = [(F.softmax(fc(x), dim=1) * idx).sum(1) * 3 - 99 for fc in (self.fc_yaw, self.fc_pitch, self.fc_roll)]
         return torch.stack(angles, dim=1) * self.signs  # (B, 3)
+
+
+def _torchvision_to_block_key(key: str) -> str:
+    """Hopenet/torchvision bottleneck names (bn1, downsample) -> the project's (norm1, shortcut)."""
+    if not key.startswith("layer"):
+        return key
+    key = re.sub(r"\.bn(\d)\.", r".norm\1.", key)
+    return key.replace(".downsample.", ".shortcut.")

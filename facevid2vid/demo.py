@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facevid2vid.data.fetch import VALIDATION_SPLIT, fetch_samples
 from facevid2vid.inference import Animator
-from facevid2vid.pipeline import load_animator, load_driving_frames, redirect_frame
+from facevid2vid.pipeline import load_animator, load_driving_frames
 from facevid2vid.video_io import to_tensor, to_uint8, write_image, write_video
 
 
@@ -85,7 +85,8 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
     def yaw_sweep():
         source = franck_photo
         angles = np.linspace(-30, 30, num_frames // 2)
-        result = [redirect_frame(animator, source, yaw=float(a)) for a in angles]
+        motion = animator.set_source(to_tensor(source)).motion  # F, L, H/Delta once for the whole sweep
+        result = [to_uint8(animator.render(motion, yaw=float(a)))[0] for a in angles]
         path = out / "yaw_sweep.mp4"
         write_video(path, result, 24)
         shown = _pick(list(range(len(angles))), columns)

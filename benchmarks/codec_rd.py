@@ -1,10 +1,12 @@
 """Rate-quality benchmark: the neural codec against x264, x265 and SVT-AV1 (docs/codec.md).
 
-On the validation frames of DATA.md (franck.mp4 frames 3600-4799, face-cropped to the
-model's size at the native 24 fps) it sweeps our ``--quality`` settings and the standard
-codecs over a CRF range, measures kbps, PSNR, MS-SSIM, VMAF and AKD for each point,
-and reports the Bjontegaard delta rate (BD-rate) of ours against each codec per metric,
-our motion stream's bits per frame and the key frames' share of the bytes.
+On the validation frames of DATA.md (franck.mp4 frames 3600-4799, face-cropped to
+256x256 at the native 24 fps; a model of another size encodes the same crops at its
+own size and its output is upscaled for measurement) it sweeps our ``--quality``
+settings and the standard codecs over a CRF range, measures kbps, PSNR, MS-SSIM, VMAF
+and AKD for each point, and reports the Bjontegaard delta rate (BD-rate) of ours
+against each codec per metric, our motion stream's bits per frame and the key frames'
+share of the bytes.
 
     python benchmarks/codec_rd.py --checkpoint CKPT.safetensors --write-doc docs/codec.md
 
@@ -48,10 +50,10 @@ STANDARD = {
     "svtav1": ("libsvtav1", "libdav1d", {"preset": "8"}, (30, 38, 45, 51, 57, 63)),
 }
 
-# our configurations: (frames per packet, max key frame interval in seconds)
+# our configurations: (frames per packet, max key frame interval in seconds, key frame threshold in dB)
 OURS = {
-    "ours": (1, 10.0),  # live defaults: one packet per frame, a key frame at least every 10 s
-    "ours-lowrate": (8, 0.0),  # 8 frames per packet (320 ms latency), key frames only on drift
+    "ours": (1, 10.0, 4.0),  # live defaults: one packet per frame, a key frame at least every 10 s
+    "ours-lowrate": (8, 0.0, 8.0),  # 8 frames per packet (320 ms latency), key frames only on large drift
 }
 QUALITIES = (10, 30, 50, 70, 90)
 METRICS = (("psnr", "PSNR", "dB", True), ("ms_ssim", "MS-SSIM", "", True), ("vmaf", "VMAF", "", True),
@@ -77,17 +79,32 @@ class Point:
 # ----------------------------------------------------------------------------- data
 
 
-def load_reference(size: int, max_frames: int | None) -> tuple[np.ndarray, float, np.ndarray]:
-    """Validation frames face-cropped to ``size``: (uint8 (N, S, S, 3), fps, face presence (N,))."""
+def load_reference(size: int, model_size: int, max_frames: int | None):
+    """Validation frames face-cropped with one steady box.
+
+    Returns the reference at ``size`` (what every codec is measured against), the same
+    crops at the model's ``model_size`` (what our encoder takes), the fps and the face
+    presence (N,) the encoder's tracker reports.
+    """
     from facevid2vid.codec.encoder import face_presence
     from facevid2vid.data.fetch import fetch_samples
-    from facevid2vid.face.crop import prepare_frames
+    from facevid2vid.face.crop import crop_frames, prepare_frames
     from facevid2vid.video_io import read_video
 
     n = VALIDATION_FRAMES if max_frames is None else min(max_frames, VALIDATION_FRAMES)
     raw, fps = read_video(fetch_samples().franck, start=VALIDATION_START, max_frames=n)
-    frames, box = prepare_frames(raw, size, crop=True, name="franck validation frames")
-    return frames, fps, face_presence(raw, box)
+    reference, box = prepare_frames(raw, size, crop=True, name="franck validation frames")
+    model_frames = reference if model_size == size else crop_frames(raw, box, model_size)
+    return reference, model_frames, fps, face_presence(raw, box)
+
+
+def resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, s, s, 3) -> (N, size, size, 3), bicubic: how a receiver would display a smaller model's output."""
+    import cv2
+
+    if frames.shape[1] == size:
+        return frames
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -154,14 +171,14 @@ def run_standard(name: str, crf: int, frames: np.ndarray, fps: float) -> tuple[P
 
 
 def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, present: np.ndarray,
-             workdir: Path) -> tuple[Point, np.ndarray]:
-    """Encode with our codec into a file, decode that file (the real receiver path)."""
+             workdir: Path, size: int) -> tuple[Point, np.ndarray]:
+    """Encode with our codec into a file, decode that file (the real receiver path), display at ``size``."""
     from facevid2vid.codec.decoder import decode_frames
     from facevid2vid.codec.encoder import Encoder, EncoderSettings
 
-    per_packet, interval = OURS[name]
+    per_packet, interval, threshold = OURS[name]
     settings = EncoderSettings(quality=quality, frames_per_packet=per_packet, max_keyframe_interval=interval,
-                               measure_quantization=True)
+                               keyframe_threshold=threshold, measure_quantization=True)
     encoder = Encoder(animator, fps, settings)
     path = workdir / f"{name}-q{quality}.fv2v"
     with open(path, "wb") as f:
@@ -173,7 +190,7 @@ def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, 
             f.write(packet)
     s = encoder.stats
     assert s.total_bytes == path.stat().st_size
-    decoded = np.stack(list(decode_frames(path, animator)))
+    decoded = resize(np.stack(list(decode_frames(path, animator))), size)
     q = np.asarray(s.quantization_psnr) if s.quantization_psnr else np.array([np.nan])
     extra = {
         "key_frames": s.key_frames,
@@ -187,6 +204,7 @@ def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, 
         "quantization_psnr_p05": float(np.percentile(q, 5)),
         "frames_per_packet": per_packet,
         "max_keyframe_interval": interval,
+        "keyframe_threshold": threshold,
     }
     return Point(name, f"q {quality}", s.total_bytes, s.kbps(), extra=extra), decoded
 
@@ -342,6 +360,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="model (.safetensors); default: the bundled model")
     p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=256, help="crop size every codec is measured at (DATA.md: 256)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N validation frames")
     p.add_argument("--qualities", default=",".join(map(str, QUALITIES)), help="our --quality values")
     p.add_argument("--ours", default=",".join(OURS), help=f"our configurations: {', '.join(OURS)}")
@@ -362,10 +381,10 @@ def main(argv=None) -> int:
 
     started = time.time()
     animator = load_animator(args.checkpoint, args.device)
-    size = animator.image_size
-    frames, fps, present = load_reference(size, args.max_frames)
-    print(f"{len(frames)} validation frames, {size}x{size}, {fps:g} fps; face found in {present.mean():.0%}",
-          file=sys.stderr)
+    size, model_size = args.size, animator.image_size
+    frames, model_frames, fps, present = load_reference(size, model_size, args.max_frames)
+    print(f"{len(frames)} validation frames, {size}x{size} (model {model_size}x{model_size}), {fps:g} fps; "
+          f"face found in {present.mean():.0%}", file=sys.stderr)
     meter = Meter(frames, vmaf=not args.no_vmaf, akd_every=args.akd_every)
     points: list[Point] = []
     qualities = [int(q) for q in args.qualities.split(",") if q]
@@ -376,7 +395,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"unknown configuration {name!r}; choose from {', '.join(OURS)}")
             for quality in qualities:
                 t0 = time.time()
-                point, decoded = run_ours(name, quality, animator, frames, fps, present, Path(tmp))
+                point, decoded = run_ours(name, quality, animator, model_frames, fps, present, Path(tmp), size)
                 points.append(meter(point, decoded))
                 print(f"{name} q{quality}: {point.kbps:.2f} kbps, VMAF {fmt(point.vmaf)}, PSNR {fmt(point.psnr)}, "
                       f"{point.extra['motion_bits_per_frame']:.1f} motion bits/frame "
@@ -394,10 +413,12 @@ def main(argv=None) -> int:
     tables = {name: bd_table(points, name) for name in ours}
     model = animator.model
     checkpoint = args.checkpoint or "bundled model"
+    model_note = (f" (ours encodes the same crops at the model's {model_size}x{model_size} and its output is "
+                  f"upscaled to {size}x{size}, bicubic)" if model_size != size else "")
     command = "python benchmarks/codec_rd.py " + " ".join(argv if argv is not None else sys.argv[1:])
     info = (f"Model: {checkpoint} (preset {model.cfg.name}, fingerprint {model_fingerprint(model).hex()}); "
             f"{len(frames)} frames of franck.mp4 from frame {VALIDATION_START}, face-cropped to {size}x{size} at "
-            f"{fps:g} fps; device {animator.device}; {time.strftime('%Y-%m-%d')}; run time "
+            f"{fps:g} fps{model_note}; device {animator.device}; {time.strftime('%Y-%m-%d')}; run time "
             f"{(time.time() - started) / 60:.0f} min.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

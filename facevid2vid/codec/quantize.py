@@ -53,10 +53,13 @@ class QuantizerSteps:
         return np.array(list(t[:6]) + [t[6]] * (3 * num_keypoints), dtype=np.float32)
 
 
-# Steps at the default quality. Chosen so that frames synthesised from the quantised
-# motion stay near 40 dB PSNR against frames from the unquantised motion (docs/codec.md):
-# a keypoint moved by ~0.1 px at 256 px changes a frame by about that much.
-BASE_STEPS = QuantizerSteps(yaw=0.5, pitch=0.5, roll=0.4, tx=0.003, ty=0.003, tz=0.003, expression=0.003)
+# Steps at the default quality, chosen with benchmarks/tune_steps.py on training frames
+# (docs/codec.md): the expression deltas are 3K of the 6 + 3K numbers and carry most of
+# the bits, while the angles and translation are few but move the whole picture, so the
+# expression step is the coarse one. With the bundled model these steps cost about 33
+# bits per frame at 51 dB mean (43 dB 5th percentile) PSNR of the quantised synthesis
+# against the unquantised one.
+BASE_STEPS = QuantizerSteps(yaw=0.5, pitch=0.5, roll=0.4, tx=0.003, ty=0.003, tz=0.003, expression=0.018)
 
 
 def steps_for_quality(quality: int = DEFAULT_QUALITY, base: QuantizerSteps = BASE_STEPS) -> QuantizerSteps:

@@ -8,11 +8,12 @@ motion. It prints, per candidate, the motion bits per frame and the PSNR of the
 quantised synthesis against the exact one (mean, 5th percentile), then the cheapest
 candidate that keeps both the mean and the 5th percentile at or above ``--min-psnr``.
 
-    python benchmarks/tune_steps.py [--checkpoint CKPT] [--angles 1,3] [--translation 1,4] [--expression 0.5,1,1.7]
+    python benchmarks/tune_steps.py [--checkpoint CKPT] [--angles 0.5,1.5,3] [--translation 0.003,0.012]
+                                    [--expression 0.009,0.018,0.03]
 
-The candidates scale the three parameter groups (angles, translation, expression) of
-``BASE_STEPS`` independently, so the chosen steps weigh each group by how much it costs
-in bits against how much it moves the picture.
+The candidates vary the steps of the three parameter groups (angles, translation,
+expression) independently, so the chosen steps weigh each group by how much it costs in
+bits against how much it moves the picture. The current defaults are ``BASE_STEPS``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import time
 
 import numpy as np
 import torch
+
+ROLL_RATIO = 0.8  # roll step relative to the yaw and pitch steps (as in BASE_STEPS)
 
 
 def training_segments(size: int, segments: int, frames: int) -> list[np.ndarray]:
@@ -52,9 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--segments", type=int, default=6, help="training segments (half franck, half cap12)")
     p.add_argument("--frames", type=int, default=80, help="frames per segment")
-    p.add_argument("--angles", default="1,3", help="scales of BASE_STEPS' angle steps to try")
-    p.add_argument("--translation", default="1,4", help="scales of BASE_STEPS' translation steps to try")
-    p.add_argument("--expression", default="0.5,1,1.7", help="scales of BASE_STEPS' expression step to try")
+    p.add_argument("--angles", default="0.5,1.5,3", help="yaw and pitch steps to try, degrees (roll: 0.8 of it)")
+    p.add_argument("--translation", default="0.003,0.012", help="translation steps to try")
+    p.add_argument("--expression", default="0.009,0.018,0.03", help="expression steps to try")
     p.add_argument("--min-psnr", type=float, default=43.0,
                    help="dB the mean and 5th percentile must reach: the 40 dB target plus a margin for clips "
                         "that move more than these segments")
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
 
     from facevid2vid.codec.encoder import EncoderSettings, psnr
     from facevid2vid.codec.entropy import MotionEntropyCoder
-    from facevid2vid.codec.quantize import BASE_STEPS, Quantizer, QuantizerSteps, array_to_motion, motion_to_array
+    from facevid2vid.codec.quantize import Quantizer, QuantizerSteps, array_to_motion, motion_to_array
     from facevid2vid.pipeline import load_animator
     from facevid2vid.video_io import to_tensor
 
@@ -107,14 +110,13 @@ def main(argv=None) -> int:
         q = np.asarray(quality)
         return float(np.mean(bits)), float(np.mean(q)), float(np.percentile(q, 5))
 
-    base = BASE_STEPS.as_tuple()
-    scales = [[float(s) for s in group.split(",")] for group in (args.angles, args.translation, args.expression)]
+    grid = [[float(s) for s in group.split(",")] for group in (args.angles, args.translation, args.expression)]
     results = []
     print("| yaw, pitch, roll steps (deg) | translation step | expression step | motion bits/frame | "
           "PSNR mean dB | PSNR 5th pct dB |")
     print("|---:|---:|---:|---:|---:|---:|")
-    for a, t, e in itertools.product(*scales):
-        steps = QuantizerSteps(*(v * a for v in base[:3]), *(v * t for v in base[3:6]), base[6] * e)
+    for a, t, e in itertools.product(*grid):
+        steps = QuantizerSteps(a, a, ROLL_RATIO * a, t, t, t, e)
         bits, mean, p05 = evaluate(steps)
         results.append((bits, mean, p05, steps))
         v = steps.as_tuple()
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
               f"{p05:.2f} |", flush=True)
     ok = [r for r in results if r[1] >= args.min_psnr and r[2] >= args.min_psnr]
     if not ok:
-        print(f"no candidate keeps {args.min_psnr} dB; try smaller scales")
+        print(f"no candidate keeps {args.min_psnr} dB; try smaller steps")
         return 1
     bits, mean, p05, steps = min(ok, key=lambda r: r[0])
     values = ", ".join(f"{name}={v:.4g}" for name, v in zip(("yaw", "pitch", "roll", "tx", "ty", "tz", "expression"),

@@ -98,15 +98,6 @@ def load_reference(size: int, model_size: int, max_frames: int | None):
     return reference, model_frames, fps, face_presence(raw, box)
 
 
-def resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, s, s, 3) -> (N, size, size, 3), bicubic: how a receiver would display a smaller model's output."""
-    import cv2
-
-    if frames.shape[1] == size:
-        return frames
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in frames])
-
-
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -175,6 +166,7 @@ def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, 
     """Encode with our codec into a file, decode that file (the real receiver path), display at ``size``."""
     from facevid2vid.codec.decoder import decode_frames
     from facevid2vid.codec.encoder import Encoder, EncoderSettings
+    from facevid2vid.face.crop import CropBox, crop_frames
 
     per_packet, interval, threshold = OURS[name]
     settings = EncoderSettings(quality=quality, frames_per_packet=per_packet, max_keyframe_interval=interval,
@@ -190,7 +182,9 @@ def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, 
             f.write(packet)
     s = encoder.stats
     assert s.total_bytes == path.stat().st_size
-    decoded = resize(np.stack(list(decode_frames(path, animator))), size)
+    decoded = np.stack(list(decode_frames(path, animator)))
+    if decoded.shape[1] != size:  # a smaller model's output, upscaled (bicubic) as a receiver would show it
+        decoded = crop_frames(decoded, CropBox(0, 0, decoded.shape[1]), size)
     q = np.asarray(s.quantization_psnr) if s.quantization_psnr else np.array([np.nan])
     extra = {
         "key_frames": s.key_frames,

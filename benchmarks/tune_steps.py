@@ -85,8 +85,7 @@ def main(argv=None) -> int:
         for crops in segments:
             frames = to_tensor(crops)
             values = motion_to_array(animator.estimate_motion(frames))  # (N, P)
-            source = animator.model.encode_source(frames[:1].to(animator.device))
-            animator.source = source
+            source = animator.set_source(frames[:1])
             exact = animator.render(array_to_motion(values, k, animator.device)).cpu()
             prepared.append((source, values, exact))
 

@@ -275,7 +275,6 @@ def iter_decoded(source) -> Iterator[DecodedFrame]:
 
 def validate_file(source) -> tuple[bs.StreamHeader, int, int]:
     """Parse and decode everything but the synthesis: (header, frames, key frames)."""
-    header = None
     frames = keys = 0
     with _open(source) as f:
         start = f.tell()

@@ -18,7 +18,8 @@ class ModelConfig:
     """Architecture of F, L, H/Delta, M, G and D.
 
     Spatial sizes follow from ``image_size``: the appearance volume is
-    ``feature_channels x feature_depth x (image_size/4) x (image_size/4)``.
+    ``feature_channels x feature_depth x (image_size/v) x (image_size/v)`` with
+    ``v = volume_downsample`` (4 in the paper; 8 runs M and G at a quarter of the cost).
     """
 
     name: str = "paper-256"
@@ -30,6 +31,7 @@ class ModelConfig:
     feature_channels: int = 32  # C of the volume
     feature_depth: int = 16  # D of the volume
     num_3d_resblocks: int = 6
+    volume_downsample: int = 4  # image side / volume side: log2 of it is F's down and G's up stages
 
     # L: canonical keypoint detector (works on a downscaled copy of the source)
     kp_scale_factor: float = 0.25
@@ -67,7 +69,7 @@ class ModelConfig:
 
     @property
     def volume_size(self) -> int:
-        return self.image_size // 4
+        return self.image_size // self.volume_downsample
 
     @property
     def volume_shape(self) -> tuple[int, int, int, int]:
@@ -78,6 +80,8 @@ class ModelConfig:
     def validate(self) -> None:
         if self.image_size % 32 != 0 or self.image_size < 32:
             raise ValueError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
+        if self.volume_downsample not in (2, 4, 8):
+            raise ValueError(f"volume_downsample must be 2, 4 or 8, got {self.volume_downsample}")
         if self.flow_mode not in ("rotation", "identity"):
             raise ValueError(f"flow_mode must be 'rotation' or 'identity', got {self.flow_mode!r}")
         if self.num_keypoints < 1:
@@ -104,6 +108,7 @@ class LossWeights:
     keypoint_prior: float = 10.0
     head_pose: float = 20.0
     deformation_prior: float = 5.0
+    identity: float = 5.0  # 1 - cosine of face embeddings (the paper's face term), when identity_network is set
 
 
 @dataclass
@@ -132,6 +137,11 @@ class TrainConfig:
     face_weights: str | None = None  # optional face-recognition network for the perceptual face term
     pose_teacher_weights: str | None = None  # optional Hopenet-style network; else poses from the index
     pose_teacher_signs: tuple[float, float, float] = (1.0, 1.0, 1.0)  # map its yaw/pitch/roll signs to ours
+    # ported perception networks (facevid2vid.perception, `facevid2vid weights fetch`)
+    perceptual_network: str | None = None  # "mobilenet_v2" | "inception_v3": perceptual pyramid loss
+    identity_network: str | None = None  # "dlib_resnet34" | "mobilefacenet": face-identity loss
+    pose_teacher: str = "auto"  # "auto" (hopenet_lite if fetched, else "index") | "hopenet_lite" | "whenet" | "index"
+    perception_cache: str | None = None  # cache folder of the converted networks (default: the data cache)
     pyramid_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     equivariance_tps_std: float = 0.005
     equivariance_affine_std: float = 0.05
@@ -190,6 +200,24 @@ def _lite_128() -> ModelConfig:
     return cfg
 
 
+def _cpu_256() -> ModelConfig:
+    # The bundled model's shape: 256 px in and out, with the appearance volume at 1/8 of the image
+    # (16 x 8 x 32 x 32) so that M and G cost what they cost at 128 px, plus one more upsampling
+    # stage in G. Thin M (3x3x3 mask conv) and G: synthesis stays under 0.1 s a frame on 2 CPU cores.
+    cfg = _lite_256()
+    cfg.name = "cpu-256"
+    cfg.num_keypoints = 10
+    cfg.volume_downsample = 8
+    cfg.kp_scale_factor = 0.125  # L sees 32x32, as at 128 px with 0.25
+    cfg.kp_max_features = 128
+    cfg.motion_mask_kernel = 3
+    cfg.motion_block_expansion = 8
+    cfg.motion_max_features = 128
+    cfg.generator_channels = 64
+    cfg.num_2d_resblocks = 2
+    return cfg
+
+
 def _tiny() -> ModelConfig:
     # For tests: every module present, few channels, 64x64 images.
     return ModelConfig(
@@ -224,6 +252,7 @@ PRESETS = {
     "paper-512": _paper_512,
     "lite-256": _lite_256,
     "lite-128": _lite_128,
+    "cpu-256": _cpu_256,
     "tiny": _tiny,
 }
 

@@ -15,7 +15,7 @@ from facevid2vid.errors import FaceVid2VidError
 # command modules, in the order `--help` lists them
 COMMANDS = [
     "demo", "animate", "reconstruct", "redirect", "inspect",
-    "data", "prepare", "train", "evaluate", "benchmark", "encode", "decode",
+    "data", "weights", "prepare", "train", "evaluate", "benchmark", "encode", "decode",
 ]
 
 

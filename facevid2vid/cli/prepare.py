@@ -7,13 +7,15 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "prepare", help="turn raw videos into a training set of face clips",
+        "prepare", help="turn raw videos (and photos) into a training set of face clips",
         description="Detect and track the face in every video (mp4, webm, avi, mkv, ...) or folder of frames "
                     "under RAW_DIR_OR_VIDEO, cut clips where the face is steady and large enough, crop each clip "
                     "with one square box, resize, and write DATA_DIR/clips/<id>/*.jpg, DATA_DIR/index.json "
                     "(with per-frame teacher head pose) and DATA_DIR/report.json. Inputs that fail are "
                     "skipped and listed; re-running skips what is done. Layout RAW_DIR/<identity>/.../video "
-                    "gives identity labels.")
+                    "gives identity labels. A photo (an image given as the input, or every image of a folder "
+                    "with --stills) gives a one-frame 'still' clip per face; held-out stills and the "
+                    "evaluation clips are refused by name.")
     p.add_argument("--input", required=True, metavar="RAW_DIR_OR_VIDEO")
     p.add_argument("--output", required=True, metavar="DATA_DIR")
     p.add_argument("--size", type=int, default=256, help="side of the square clips in pixels (default 256)")
@@ -25,6 +27,11 @@ def register(sub) -> None:
     p.add_argument("--min-face", type=int, default=40, metavar="PX", help="smallest face side in source pixels")
     p.add_argument("--detect-every", type=int, default=4, metavar="N", help="run the detector every N frames")
     p.add_argument("--no-pose", dest="poses", action="store_false", help="skip the head-pose teacher")
+    p.add_argument("--stills", action="store_true",
+                   help="every image is a still photo (one clip per face), not a frame of a video")
+    p.add_argument("--allow-evaluation", action="store_true",
+                   help="also prepare the evaluation clips (cap13, carphone, astronaut): for checking the tools, "
+                        "never for training (held-out stills are refused regardless)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -37,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
                           max_frames=args.max_frames, min_face=args.min_face, detect_every=args.detect_every,
                           poses=args.poses)
     report = prepare(args.input, args.output, opts, workers=args.workers, progress=args.progress,
-                     log=lambda msg: print(f"prepare: {msg}", file=sys.stderr))
+                     log=lambda msg: print(f"prepare: {msg}", file=sys.stderr), stills=args.stills,
+                     allow_evaluation=args.allow_evaluation)
     t = report.to_dict()["totals"]
     print(f"prepare: {t['clips']} clips ({t['frames']} frames) from {t['sources'] - t['skipped']} of "
           f"{t['sources']} inputs into {args.output}; {t['skipped']} skipped (see {args.output}/report.json)")

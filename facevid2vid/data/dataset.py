@@ -13,6 +13,13 @@ A sample is addressed by an integer *sample id*: its clip is ``id % len(dataset)
 its randomness (which two frames, flip, colour jitter) comes from a generator seeded with
 ``(seed, id)``. So the same ids give the same pairs in any process, with any number of
 workers; :class:`InfiniteShardedSampler` hands each rank fresh ids, epoch after epoch.
+
+Clips of ``kind`` "still" (one frame: a face from a photo) give *still pairs*: with probability
+``still_fraction`` a sample is two independent random warps of one still's face
+(``training.transforms.sample_still_warp``) instead of two frames of a video clip. Their
+``*_pose_valid`` are False (a warp changes the pose: the trainer's on-the-fly teacher looks
+at the warped images) and ``is_still`` is True. ``still_fraction`` 0 gives the video pairs
+exactly as before, stills or not in the index.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import torch
 from PIL import Image
 
 from facevid2vid.errors import InputError
+from facevid2vid.training.transforms import RandomWarp, StillWarpRange, sample_still_warp
 
 INDEX_NAME = "index.json"
 REPORT_NAME = "report.json"
@@ -49,6 +57,7 @@ class ClipRecord:
     box: list[float]  # crop box (x0, y0, side) in source pixels
     identity: str | None = None  # from the folder layout, when it gives one
     poses: list[list[float] | None] = field(default_factory=list)  # teacher (yaw, pitch, roll) per frame
+    kind: str = "video"  # "video" (frames of a clip) or "still" (one face of a photo, one frame)
 
     @property
     def num_frames(self) -> int:
@@ -140,11 +149,15 @@ class PairDataset(torch.utils.data.Dataset):
 
     Each item is a dict: ``source``/``driving`` float (3, S, S) in [0, 1]; ``source_pose``/
     ``driving_pose`` (3,) teacher (yaw, pitch, roll) in degrees with ``*_pose_valid`` bools
-    (False where the index has no pose); ``clip`` and ``frames`` (2,) for bookkeeping.
+    (False where the index has no pose, and for still pairs); ``is_still`` bool; ``clip`` (the
+    index in ``clips``) and ``frames`` (2,) for bookkeeping. ``len`` is the number of video
+    clips (of stills when there are none), and a video sample's clip is ``id % len``.
     """
 
     def __init__(self, data_dir: str | Path, image_size: int | None = None, seed: int = 0,
-                 augment_flip: bool = False, color_jitter: float = 0.0, clip_ids: list[str] | None = None):
+                 augment_flip: bool = False, color_jitter: float = 0.0, clip_ids: list[str] | None = None,
+                 still_fraction: float = 0.0, still_rotation_deg: float = 15.0, still_scale: float = 0.1,
+                 still_shift: float = 0.05, still_tps_std: float = 0.005, still_flip: float = 0.5):
         self.data_dir = Path(data_dir)
         index = load_index(self.data_dir)
         clips = [c for c in index.clips if c.num_frames >= 1]
@@ -153,15 +166,27 @@ class PairDataset(torch.utils.data.Dataset):
             clips = [c for c in clips if c.id in wanted]
         if not clips:
             raise InputError(f"{self.data_dir}: the index lists no usable clips")
+        _refuse_held_out(self.data_dir, clips)
         self.clips = clips
+        self.video_idx = [i for i, c in enumerate(clips) if c.kind != "still"]
+        self.still_idx = [i for i, c in enumerate(clips) if c.kind == "still"]
         self.stored_size = index.size
         self.image_size = int(image_size or index.size)
         self.seed = int(seed)
         self.augment_flip = augment_flip
         self.color_jitter = float(color_jitter)
+        self.still_fraction = float(still_fraction)
+        self.still_warp = StillWarpRange(still_rotation_deg, still_scale, still_shift, still_tps_std, still_flip)
+        if not 0.0 <= self.still_fraction <= 1.0:
+            raise InputError(f"still_fraction must be in [0, 1], got {self.still_fraction}")
+        if self.still_fraction > 0 and not self.still_idx:
+            raise InputError(f"{self.data_dir} has no still clips for still_fraction {self.still_fraction}: "
+                             f"prepare photos into it (`facevid2vid prepare --stills`) or set still_fraction 0")
+        if not self.video_idx and self.still_fraction == 0:
+            raise InputError(f"{self.data_dir} holds only still clips: set still_fraction > 0 to train on them")
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.video_idx) or len(self.still_idx)
 
     def _load(self, clip: ClipRecord, i: int) -> torch.Tensor:
         path = clip.frame_path(self.data_dir, i)
@@ -182,19 +207,54 @@ class PairDataset(torch.utils.data.Dataset):
             return torch.zeros(3), False
         return torch.tensor(p, dtype=torch.float32), True
 
-    def __getitem__(self, sample_id: int) -> dict:
-        sample_id = int(sample_id)
-        clip_idx = sample_id % len(self.clips)
+    def _is_still(self, rng: np.random.Generator) -> bool:
+        """Whether this sample is a still pair (draws nothing when still_fraction is 0)."""
+        if self.still_fraction <= 0:
+            return False
+        u = rng.random()
+        return not self.video_idx or bool(u < self.still_fraction)
+
+    def _draw_still(self, rng: np.random.Generator) -> tuple[int, RandomWarp, RandomWarp]:
+        """The still's clip index and the source and driving warps."""
+        clip_idx = self.still_idx[int(rng.integers(len(self.still_idx)))]
+        return clip_idx, sample_still_warp(rng, self.still_warp), sample_still_warp(rng, self.still_warp)
+
+    def still_plan(self, sample_id: int) -> tuple[int, RandomWarp, RandomWarp] | None:
+        """(clip index, source warp, driving warp) of a still sample; None for a video sample."""
+        rng = np.random.default_rng([self.seed, int(sample_id)])
+        return self._draw_still(rng) if self._is_still(rng) else None
+
+    def _video_pair(self, sample_id: int, rng: np.random.Generator) -> dict:
+        clip_idx = self.video_idx[sample_id % len(self.video_idx)]
         clip = self.clips[clip_idx]
-        rng = np.random.default_rng([self.seed, sample_id])
         n = clip.num_frames
         if n > 1:
             src, drv = (int(v) for v in rng.choice(n, size=2, replace=False))
         else:
             src = drv = 0
-        source, driving = self._load(clip, src), self._load(clip, drv)
         source_pose, source_valid = self._pose(clip, src)
         driving_pose, driving_valid = self._pose(clip, drv)
+        return {"source": self._load(clip, src), "driving": self._load(clip, drv),
+                "source_pose": source_pose, "driving_pose": driving_pose,
+                "source_pose_valid": source_valid, "driving_pose_valid": driving_valid,
+                "clip": clip_idx, "frames": [src, drv], "is_still": False}
+
+    def _still_pair(self, rng: np.random.Generator) -> dict:
+        clip_idx, warp_s, warp_d = self._draw_still(rng)
+        face = self._load(self.clips[clip_idx], 0).unsqueeze(0)  # (1, 3, S, S)
+        source = warp_s.warp_image(face)[0].clamp_(0.0, 1.0)  # (3, S, S)
+        driving = warp_d.warp_image(face)[0].clamp_(0.0, 1.0)
+        # the index's pose is the unwarped photo's: the trainer's teacher gives the warped ones
+        return {"source": source, "driving": driving, "source_pose": torch.zeros(3), "driving_pose": torch.zeros(3),
+                "source_pose_valid": False, "driving_pose_valid": False,
+                "clip": clip_idx, "frames": [0, 0], "is_still": True}
+
+    def __getitem__(self, sample_id: int) -> dict:
+        sample_id = int(sample_id)
+        rng = np.random.default_rng([self.seed, sample_id])
+        item = self._still_pair(rng) if self._is_still(rng) else self._video_pair(sample_id, rng)
+        source, driving = item["source"], item["driving"]
+        source_pose, driving_pose = item["source_pose"], item["driving_pose"]
 
         # the same augmentation for both frames: only motion differs between them
         flip = self.augment_flip and bool(rng.random() < 0.5)
@@ -213,11 +273,22 @@ class PairDataset(torch.utils.data.Dataset):
             "driving": driving,
             "source_pose": source_pose,
             "driving_pose": driving_pose,
-            "source_pose_valid": torch.tensor(source_valid),
-            "driving_pose_valid": torch.tensor(driving_valid),
-            "clip": torch.tensor(clip_idx),
-            "frames": torch.tensor([src, drv]),
+            "source_pose_valid": torch.tensor(item["source_pose_valid"]),
+            "driving_pose_valid": torch.tensor(item["driving_pose_valid"]),
+            "is_still": torch.tensor(item["is_still"]),
+            "clip": torch.tensor(item["clip"]),
+            "frames": torch.tensor(item["frames"]),
         }
+
+
+def _refuse_held_out(data_dir: Path, clips: list[ClipRecord]) -> None:
+    """InputError when a clip was cut from a held-out still (``data.fetch.HELD_OUT_STILLS``)."""
+    from facevid2vid.data.fetch import never_train_reason
+
+    for c in clips:
+        reason = never_train_reason(Path(c.source).name, allow_evaluation=True)
+        if reason is not None:
+            raise InputError(f"{data_dir}: clip {c.id} comes from {c.source}; {reason}")
 
 
 class InfiniteShardedSampler(torch.utils.data.Sampler):

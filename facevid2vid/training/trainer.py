@@ -104,7 +104,10 @@ class Trainer:
         # identical initial weights on every rank (DDP also broadcasts rank 0's)
         seed_everything(cfg.seed)
         self.dataset = PairDataset(data_dir, image_size=cfg.model.image_size, seed=cfg.seed,
-                                   augment_flip=cfg.augment_flip, color_jitter=cfg.augment_color_jitter)
+                                   augment_flip=cfg.augment_flip, color_jitter=cfg.augment_color_jitter,
+                                   still_fraction=cfg.still_fraction, still_rotation_deg=cfg.still_rotation_deg,
+                                   still_scale=cfg.still_scale, still_shift=cfg.still_shift,
+                                   still_tps_std=cfg.still_tps_std, still_flip=cfg.still_flip)
         self.model = FaceVid2Vid(cfg.model).to(self.device)
         self.disc = MultiScaleDiscriminator(cfg.model).to(self.device)
         if self.info.enabled and self.device.type == "cuda":

@@ -1,15 +1,22 @@
-"""Random 2D warps (affine plus thin-plate spline) for the equivariance loss.
+"""Random 2D warps (affine plus thin-plate spline) for the equivariance loss and still pairs.
 
 A warp ``T`` maps a point of the *warped* image to the point of the original image it
 samples from: ``warped(p) = image(T(p))``. Keypoints found on the warped image therefore
 map back onto the original through ``T`` itself, which is what the equivariance loss
 compares. Coordinates are normalised to [-1, 1] with ``align_corners=True``, the
 convention of ``geometry.make_coordinate_grid`` and of the keypoint detector.
+
+:func:`sample_still_warp` draws the larger warps that turn one still photo into a training
+pair (two independent warps of the same face crop): rotation, scale, shift, a thin-plate
+spline and a horizontal flip. A 2D warp can change only the head's roll (in-plane rotation)
+and, by mirroring, the sign of yaw and roll; the pose teacher sees both on the warped images.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -70,3 +77,47 @@ class RandomWarp:
         grid = _grid_2d(h, w, dtype=image.dtype, device=image.device).view(1, h * w, 2).expand(b, -1, -1)
         grid = self.warp_points(grid).view(b, h, w, 2)
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+@dataclass(frozen=True)
+class StillWarpRange:
+    """Magnitudes of the still-pair warps (0 switches a part off)."""
+
+    rotation_deg: float = 15.0  # in-plane rotation, uniform in +-rotation_deg
+    scale: float = 0.1  # zoom factor log-uniform in [1 / (1 + scale), 1 + scale]
+    shift: float = 0.05  # translation per axis, uniform in +-shift (in [-1, 1] coordinates)
+    tps_std: float = 0.005  # thin-plate-spline weights ~ N(0, tps_std) on a 5 x 5 grid
+    flip: float = 0.5  # probability of a horizontal mirror
+
+
+def similarity_theta(angle_deg: float, zoom: float, shift: tuple[float, float], flip: bool) -> torch.Tensor:
+    """(2, 3) affine ``[A | b]`` of a warp that shows the image rotated, zoomed by ``zoom``, shifted, mirrored.
+
+    ``T(p) = R(angle) M p / zoom + shift`` with ``M`` the mirror: ``zoom > 1`` enlarges the content.
+    """
+    a = math.radians(angle_deg)
+    rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float32)
+    mirror = torch.diag(torch.tensor([-1.0 if flip else 1.0, 1.0]))
+    lin = rot @ mirror / zoom  # (2, 2)
+    return torch.cat([lin, torch.tensor(shift, dtype=torch.float32).view(2, 1)], dim=1)  # (2, 3)
+
+
+def sample_still_warp(rng: np.random.Generator, ranges: StillWarpRange = StillWarpRange(),
+                      tps_points: int = 5) -> RandomWarp:
+    """One random warp (batch 1) for a still pair, every number drawn from ``rng``.
+
+    The same count of draws whatever the magnitudes, so a sample's other randomness does
+    not depend on them. Warp images with ``RandomWarp.warp_image`` (reflection padding:
+    no black corners).
+    """
+    u = rng.uniform(-1.0, 1.0, size=4)  # rotation, log-zoom, shift x, shift y
+    flip = bool(rng.random() < ranges.flip)
+    weights = rng.standard_normal((1, tps_points * tps_points, 2)) * ranges.tps_std  # (1, P, 2)
+    zoom = math.exp(u[1] * math.log1p(ranges.scale))
+    theta = similarity_theta(float(u[0]) * ranges.rotation_deg, zoom,
+                             (float(u[2]) * ranges.shift, float(u[3]) * ranges.shift), flip)
+    control = weight_t = None
+    if ranges.tps_std > 0 and tps_points > 0:
+        control = _grid_2d(tps_points, tps_points).view(-1, 2)  # (P, 2)
+        weight_t = torch.from_numpy(weights).float()
+    return RandomWarp(theta.unsqueeze(0), control, weight_t)

@@ -6,7 +6,7 @@ writing around it. Per source it runs F, L and H/Delta once (cached in
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -139,8 +139,13 @@ class Animator:
         roll: float = 0.0,
         translation: tuple[float, float, float] | None = None,
         frontalize: bool = False,
+        smoother: Callable[[HeadMotion], HeadMotion] | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield synthesized batches for driving frames given as a tensor or as an iterator of batches."""
+        """Yield synthesized batches for driving frames given as a tensor or as an iterator of batches.
+
+        ``smoother`` (e.g. a :class:`~facevid2vid.smoothing.MotionSmoother`) is applied to each
+        batch's estimated driving motion in order, before relative/absolute handling.
+        """
         if mode not in MOTION_MODES:
             raise ValueError(f"mode must be one of {MOTION_MODES}, got {mode!r}")
         source = self._require_source()
@@ -152,6 +157,8 @@ class Animator:
         reference = None
         for batch in batches:
             motion = self.estimate_motion(batch)
+            if smoother is not None:
+                motion = smoother(motion)
             if mode == "relative":
                 if reference is None:
                     reference = motion.index(slice(0, 1))

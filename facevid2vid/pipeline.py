@@ -17,6 +17,7 @@ from facevid2vid.checkpoint import resolve_model
 from facevid2vid.errors import InputError, NoFaceError
 from facevid2vid.face.crop import prepare_frames
 from facevid2vid.inference import Animator
+from facevid2vid.smoothing import SmoothingSettings, motion_smoother
 from facevid2vid.video_io import (is_image_path, load_source, read_video, to_tensor, to_uint8,
                                   write_image, write_video)
 
@@ -92,8 +93,12 @@ def animate_files(
     crop: bool = True,
     device: str | None = None,
     animator: Animator | None = None,
+    smoothing: SmoothingSettings | None = None,
 ) -> RunResult:
-    """Animate the person in ``source`` with the motion of ``driving``; writes an mp4."""
+    """Animate the person in ``source`` with the motion of ``driving``; writes an mp4.
+
+    ``smoothing`` (enabled) runs a One Euro filter on the driving motion, frame by frame.
+    """
     start = time.perf_counter()
     animator = animator or load_animator(checkpoint, device)
     size = animator.image_size
@@ -101,7 +106,7 @@ def animate_files(
     frames, fps = load_driving_frames(driving, size, crop)
     animator.set_source(to_tensor(source_img))
     write_video(output, _stream(animator, frames, "animate", mode=mode, yaw=yaw, pitch=pitch, roll=roll,
-                                frontalize=frontalize), fps)
+                                frontalize=frontalize, smoother=motion_smoother(smoothing, fps)), fps)
     return RunResult(Path(output), len(frames), fps, time.perf_counter() - start)
 
 
@@ -113,13 +118,18 @@ def reconstruct_files(
     crop: bool = True,
     device: str | None = None,
     animator: Animator | None = None,
+    smoothing: SmoothingSettings | None = None,
 ) -> RunResult:
-    """Same-identity reconstruction: the first frame is the source, every frame drives (absolute motion)."""
+    """Same-identity reconstruction: the first frame is the source, every frame drives (absolute motion).
+
+    ``smoothing`` (enabled) runs a One Euro filter on the driving motion, frame by frame.
+    """
     start = time.perf_counter()
     animator = animator or load_animator(checkpoint, device)
     frames, fps = load_driving_frames(video, animator.image_size, crop)
     animator.set_source(to_tensor(frames[0]))
-    write_video(output, _stream(animator, frames, "reconstruct", mode="absolute"), fps)
+    write_video(output, _stream(animator, frames, "reconstruct", mode="absolute",
+                                smoother=motion_smoother(smoothing, fps)), fps)
     if reference_output is not None:
         write_video(reference_output, iter(frames), fps)
     return RunResult(Path(output), len(frames), fps, time.perf_counter() - start,

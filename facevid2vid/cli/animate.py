@@ -1,7 +1,8 @@
 """`facevid2vid animate`: drive a source photo with a video."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args, add_view_args, report
+from facevid2vid.cli._common import (add_crop_arg, add_model_args, add_smoothing_args, add_view_args, report,
+                                     smoothing_settings)
 
 
 def register(sub) -> None:
@@ -14,6 +15,7 @@ def register(sub) -> None:
                    help="relative: driving motion relative to its first frame, applied to the source pose "
                         "(default; best across identities); absolute: the driving pose and expression as they are")
     add_view_args(p)
+    add_smoothing_args(p)
     add_model_args(p)
     add_crop_arg(p)
     p.set_defaults(func=run)
@@ -24,6 +26,6 @@ def run(args) -> int:
 
     result = animate_files(args.source, args.driving, args.output, checkpoint=args.checkpoint, mode=args.mode,
                            yaw=args.yaw, pitch=args.pitch, roll=args.roll, frontalize=args.frontalize,
-                           crop=args.crop, device=args.device)
+                           crop=args.crop, device=args.device, smoothing=smoothing_settings(args))
     report(result, "animate")
     return 0

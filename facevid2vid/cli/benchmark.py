@@ -1,7 +1,7 @@
 """`facevid2vid benchmark`: the paper's evaluation protocol on one clip, with a no-motion baseline."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args
+from facevid2vid.cli._common import add_crop_arg, add_model_args, smoothing_settings
 from facevid2vid.cli.evaluate import add_metric_args, metric_options
 
 
@@ -17,13 +17,26 @@ def _yaws(text: str) -> list[float]:
     return values
 
 
+def _window(text: str) -> tuple[int, int]:
+    import argparse
+
+    from facevid2vid.errors import InputError
+    from facevid2vid.metrics.jitter import parse_window
+
+    try:
+        return parse_window(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("benchmark", help="run the evaluation protocol (reconstruction or redirect) on a clip",
                        description="reconstruction: the first frame is the source and every frame drives it "
                                    "(absolute motion), generated vs cropped reference frames. redirect: a sweep of "
                                    "added yaw angles; achieved yaw (dlib landmarks + PnP) against requested, and "
                                    "identity distance to the source. Both add a no-motion baseline row (the source "
-                                   "frame repeated).")
+                                   "frame repeated). reconstruction also reports jitter on a still stretch: "
+                                   "frame-to-frame change of keypoints and pixels, with and without smoothing.")
     p.add_argument("--video", required=True, metavar="VIDEO")
     p.add_argument("--task", choices=("reconstruction", "redirect"), default="reconstruction")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip (default 0)")
@@ -31,6 +44,15 @@ def register(sub) -> None:
     p.add_argument("--yaws", type=_yaws, default=None, metavar="DEG,DEG,...",
                    help="redirect: requested yaw angles (default -30,-20,-10,0,10,20,30)")
     p.add_argument("--model-batch-size", type=int, default=8, help="frames per synthesis batch (default 8)")
+    p.add_argument("--still", type=_window, default=None, metavar="START:END",
+                   help="reconstruction: video frames START..END-1 as the still window of the jitter figure "
+                        "(default: the --still-length frames with the least pixel change)")
+    p.add_argument("--still-length", type=int, default=48, metavar="N",
+                   help="frames of the still window found automatically (default 48)")
+    p.add_argument("--smooth-min-cutoff", type=float, default=None, metavar="HZ",
+                   help="One Euro filter of the smoothed jitter row: cutoff while still (default 0.5)")
+    p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
+                   help="One Euro filter of the smoothed jitter row: speed coefficient (default 15)")
     add_model_args(p)
     add_crop_arg(p)
     add_metric_args(p)
@@ -38,11 +60,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from facevid2vid.metrics.benchmark import DEFAULT_YAWS, format_benchmark, run_benchmark, write_benchmark
+    from facevid2vid.errors import InputError
+    from facevid2vid.metrics.benchmark import (DEFAULT_YAWS, JitterOptions, format_benchmark, run_benchmark,
+                                               write_benchmark)
 
+    if args.still_length < 2:
+        raise InputError(f"--still-length must be 2 or more, got {args.still_length}")
+    jitter = JitterOptions(still=args.still, length=args.still_length,
+                           smoothing=smoothing_settings(args, enabled=True))
     result = run_benchmark(args.checkpoint, args.video, task=args.task, max_frames=args.max_frames,
                            start=args.start, yaws=args.yaws or DEFAULT_YAWS, crop=args.crop, device=args.device,
-                           batch_size=args.model_batch_size, options=metric_options(args))
+                           batch_size=args.model_batch_size, options=metric_options(args), jitter=jitter)
     print(format_benchmark(result))
     write_benchmark(result, args.json, args.markdown)
     for path in (args.json, args.markdown):

@@ -1,7 +1,7 @@
 """`facevid2vid encode`: compress a face video into a .fv2v stream (key frames + motion)."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args
+from facevid2vid.cli._common import add_crop_arg, add_model_args, add_smoothing_args, smoothing_settings
 
 
 def register(sub) -> None:
@@ -22,6 +22,7 @@ def register(sub) -> None:
                    help="intra codec of key frames (default avif)")
     p.add_argument("--frames-per-packet", type=int, default=1, metavar="N",
                    help="motion frames per packet: 1 for live use; more saves framing bytes (default 1)")
+    add_smoothing_args(p)
     add_model_args(p)
     add_crop_arg(p)
     p.set_defaults(func=run)
@@ -32,7 +33,7 @@ def run(args) -> int:
 
     settings = EncoderSettings(quality=args.quality, keyframe_threshold=args.keyframe_threshold,
                                max_keyframe_interval=args.max_keyframe_interval, keyframe_codec=args.keyframe_codec,
-                               frames_per_packet=args.frames_per_packet)
+                               frames_per_packet=args.frames_per_packet, smoothing=smoothing_settings(args))
     result = encode_file(args.input, args.output, checkpoint=args.checkpoint, settings=settings, crop=args.crop,
                          device=args.device, progress=True)
     print(f"encode: wrote {result.output} in {result.seconds:.1f} s")

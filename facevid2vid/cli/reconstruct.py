@@ -1,7 +1,7 @@
 """`facevid2vid reconstruct`: same-identity reconstruction of a video from its first frame."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args, report
+from facevid2vid.cli._common import add_crop_arg, add_model_args, add_smoothing_args, report, smoothing_settings
 
 
 def register(sub) -> None:
@@ -12,6 +12,7 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, metavar="OUT.mp4")
     p.add_argument("--reference-output", metavar="REF.mp4", default=None,
                    help="also write the cropped, resized input frames (to compare like with like)")
+    add_smoothing_args(p)
     add_model_args(p)
     add_crop_arg(p)
     p.set_defaults(func=run)
@@ -21,7 +22,8 @@ def run(args) -> int:
     from facevid2vid.pipeline import reconstruct_files
 
     result = reconstruct_files(args.video, args.output, reference_output=args.reference_output,
-                               checkpoint=args.checkpoint, crop=args.crop, device=args.device)
+                               checkpoint=args.checkpoint, crop=args.crop, device=args.device,
+                               smoothing=smoothing_settings(args))
     report(result, "reconstruct")
     if result.reference_output:
         print(f"reconstruct: wrote reference frames to {result.reference_output}")

@@ -9,6 +9,10 @@ key frame itself), when the face is lost or found again, or at the maximum inter
 
 To keep the synthesis batched, it renders a run of frames speculatively and cuts the run
 at the first frame that needs a key frame.
+
+With ``EncoderSettings.smoothing`` enabled (``encode --smooth``), the estimated motion goes
+through a causal One Euro filter (:mod:`facevid2vid.smoothing`) before it is quantised; the
+receiver needs nothing new (the stream carries the smoothed motion).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from facevid2vid.codec.keyframe import CODEC_IDS, decode_image, encode_image
 from facevid2vid.codec.quantize import (DEFAULT_QUALITY, Quantizer, QuantizerSteps, array_to_motion,
                                         motion_to_array, steps_for_quality)
 from facevid2vid.errors import InputError
+from facevid2vid.smoothing import SmoothingSettings, motion_smoother
 
 FACE_PERSISTENCE = 3  # consecutive frames before "face lost" / "face found" counts (detector flicker)
 
@@ -45,6 +50,7 @@ class EncoderSettings:
     steps: QuantizerSteps | None = None  # explicit steps instead of those of ``quality``
     measure_quantization: bool = False  # also synthesize from unquantised motion (PSNR of quantisation)
     keep_reconstruction: bool = False  # keep the simulated receiver's frames and indices
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)  # One Euro filter on the motion (off)
 
     def validate(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -61,6 +67,7 @@ class EncoderSettings:
             raise InputError(f"frames per packet must be in 1..{bs.MAX_RUN}, got {self.frames_per_packet}")
         if not self.hysteresis >= 0:
             raise InputError(f"hysteresis must be >= 0, got {self.hysteresis}")
+        self.smoothing.validate()
 
 
 @dataclass
@@ -172,6 +179,8 @@ class Encoder:
         self.quantizer = Quantizer(QuantizerSteps.from_tuple(self.header.steps), self.num_keypoints,
                                    self.settings.hysteresis)
         self.coder = MotionEntropyCoder(self.quantizer.limits)
+        # causal: each frame's motion is smoothed with the frames before it, across encode() calls
+        self.smoother = motion_smoother(self.settings.smoothing, float(rate))
         self.codec = CODEC_IDS[self.settings.keyframe_codec]
         self.key_quality = self.settings.keyframe_quality or self.settings.quality
         interval = self.settings.max_keyframe_interval
@@ -291,7 +300,10 @@ class Encoder:
         if n == 0:
             return []
         events = self._face_events(face_present, n)
-        values = motion_to_array(self.animator.estimate_motion(to_tensor(frames)))  # (N, P) float32
+        motion = self.animator.estimate_motion(to_tensor(frames))
+        if self.smoother is not None:
+            motion = self.smoother(motion)  # what is quantised and sent is the smoothed motion
+        values = motion_to_array(motion)  # (N, P) float32
         packets: list[bytes] = []
         i = 0
         while i < n:

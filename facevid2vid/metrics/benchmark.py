@@ -13,6 +13,11 @@
 
 Every task also scores a **no-motion baseline**: the source frame repeated for
 every frame (and for every requested yaw), the floor a model has to beat.
+
+The reconstruction task also measures **jitter** on a still stretch of the clip (found
+automatically, or given): the frame-to-frame change of the model's driving keypoints and
+output pixels, without and with the One Euro filter on the driving motion, and the pixel
+change of the driving frames themselves (``metrics/jitter.py``).
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ import numpy as np
 from facevid2vid.errors import CheckpointError, InputError, NoFaceError
 from facevid2vid.metrics.evaluate import EvaluateOptions, EvaluationResult, Evaluator
 from facevid2vid.metrics.face import FaceAnalyzer, FaceObservation, angle_difference, embedding_distance
+from facevid2vid.metrics.jitter import STILL_WINDOW, find_still_window, keypoint_jitter, pixel_jitter
+from facevid2vid.smoothing import SmoothingSettings
+from facevid2vid.structures import HeadMotion
 
 TASKS = ("reconstruction", "redirect")
 DEFAULT_YAWS = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
@@ -49,6 +57,30 @@ class RedirectRow:
 
 
 @dataclass
+class JitterOptions:
+    """Where and how the reconstruction task measures jitter."""
+
+    still: tuple[int, int] | None = None  # (START, END) video frame numbers, END exclusive; None: find it
+    length: int = STILL_WINDOW  # frames of the window found automatically
+    smoothing: SmoothingSettings = field(default_factory=lambda: SmoothingSettings(enabled=True))
+
+
+@dataclass
+class JitterResult:
+    """Mean frame-to-frame change on a still window (docs/metrics.md, "Temporal stability")."""
+
+    start: int  # first frame of the window, numbered as in the video
+    stop: int  # one past its last frame
+    found: str  # "auto": least pixel change of the driving crops; "given": --still
+    smoothing: dict  # the SmoothingSettings of the smoothed rows
+    driving_pixels: float  # mean |x_{t+1} - x_t| of the cropped driving frames, [0, 1]
+    model_keypoints: float  # mean ||kp_{t+1} - kp_t|| of the model's driving keypoints, normalised units
+    model_pixels: float  # mean |y_{t+1} - y_t| of the synthesized frames, [0, 1]
+    smoothed_keypoints: float  # the same with the driving motion smoothed
+    smoothed_pixels: float
+
+
+@dataclass
 class BenchmarkResult:
     task: str
     video: str
@@ -58,6 +90,7 @@ class BenchmarkResult:
     synthesis_seconds: float
     rows: dict[str, EvaluationResult] = field(default_factory=dict)  # reconstruction
     redirect: dict[str, list[RedirectRow]] = field(default_factory=dict)  # redirect
+    jitter: JitterResult | None = None  # reconstruction, clips of 2 frames or more
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,8 +98,8 @@ class BenchmarkResult:
 
 def run_benchmark(checkpoint: str | None, video: str | os.PathLike, task: str = "reconstruction",
                   max_frames: int | None = None, start: int = 0, yaws=DEFAULT_YAWS, crop: bool = True,
-                  device: str | None = None, batch_size: int = 8,
-                  options: EvaluateOptions | None = None) -> BenchmarkResult:
+                  device: str | None = None, batch_size: int = 8, options: EvaluateOptions | None = None,
+                  jitter: JitterOptions | None = None) -> BenchmarkResult:
     """Run one protocol on a clip; see the module docstring."""
     from facevid2vid.pipeline import load_animator, load_driving_frames
 
@@ -77,13 +110,20 @@ def run_benchmark(checkpoint: str | None, video: str | os.PathLike, task: str = 
     if checkpoint is None and default_checkpoint() is None:
         # never benchmark the random-weight fallback of resolve_model
         raise CheckpointError("benchmark needs a trained model: pass --checkpoint FILE (no bundled model installed)")
+    jitter = jitter or JitterOptions()
+    if jitter.still is not None and task != "reconstruction":
+        raise InputError("--still applies to the reconstruction task only")
+    jitter.smoothing.validate()
     animator = load_animator(checkpoint, device, batch_size=batch_size)
-    frames, _ = load_driving_frames(video, animator.image_size, crop=crop, start=start, max_frames=max_frames)
+    frames, fps = load_driving_frames(video, animator.image_size, crop=crop, start=start, max_frames=max_frames)
     options = replace(options or EvaluateOptions(), device=str(animator.device))
     result = BenchmarkResult(task=task, video=str(video), checkpoint=checkpoint, frames=len(frames),
                              image_size=animator.image_size, synthesis_seconds=0.0)
     if task == "reconstruction":
-        _reconstruction(animator, frames, Evaluator(options), result)
+        window = _still_window(jitter, frames, start)
+        kept = _reconstruction(animator, frames, Evaluator(options), result, window)
+        if window is not None:
+            result.jitter = _jitter(animator, frames, window, kept, fps, jitter.smoothing, start)
     else:
         _redirect(animator, frames, list(yaws), FaceAnalyzer(), result, options.progress)
     return result
@@ -104,17 +144,67 @@ def _generated_stream(animator, frames: np.ndarray, result: BenchmarkResult, **c
         yield from to_uint8(out)
 
 
-def _reconstruction(animator, frames: np.ndarray, evaluator: Evaluator, result: BenchmarkResult) -> None:
+def _reconstruction(animator, frames: np.ndarray, evaluator: Evaluator, result: BenchmarkResult,
+                    window: tuple[int, int, str] | None = None) -> list[np.ndarray]:
+    """Score the model and the baseline; returns the model's frames of the still ``window`` (if any)."""
     from facevid2vid.video_io import to_tensor
 
     source = frames[0]
     animator.set_source(to_tensor(source))
+    kept: list[np.ndarray] = []
     generated = _generated_stream(animator, frames, result)
+    if window is not None:
+        generated = _keep(generated, window[0], window[1], kept)
     result.rows[MODEL] = evaluator.evaluate(iter(frames), generated, total=len(frames), source=source,
                                             names=("reference", "generated"), desc="reconstruction")
     baseline = (source for _ in range(len(frames)))
     result.rows[BASELINE] = evaluator.evaluate(iter(frames), baseline, total=len(frames), source=source,
                                                names=("reference", "baseline"), desc="baseline")
+    return kept
+
+
+def _keep(stream, lo: int, hi: int, kept: list):
+    """Pass a stream of frames through, appending frames ``lo .. hi - 1`` to ``kept``."""
+    for i, frame in enumerate(stream):
+        if lo <= i < hi:
+            kept.append(frame)
+        yield frame
+
+
+def _still_window(options: JitterOptions, frames: np.ndarray, start: int) -> tuple[int, int, str] | None:
+    """(lo, hi, how) of the still window in clip frame indices; None for a clip of one frame."""
+    if options.still is None:
+        if len(frames) < 2:
+            return None
+        return (*find_still_window(frames, options.length), "auto")
+    lo, hi = options.still[0] - start, options.still[1] - start
+    if lo < 0 or hi > len(frames) or hi - lo < 2:
+        raise InputError(f"--still {options.still[0]}:{options.still[1]} must hold 2 or more of the benchmarked "
+                         f"frames {start}:{start + len(frames)}")
+    return lo, hi, "given"
+
+
+def _jitter(animator, frames: np.ndarray, window: tuple[int, int, str], model_frames: list[np.ndarray],
+            fps: float, settings: SmoothingSettings, start: int) -> JitterResult:
+    """Jitter on the window; ``model_frames``: the model's (unsmoothed) frames of it, as scored."""
+    import torch
+
+    from facevid2vid.smoothing import smooth_motion
+    from facevid2vid.video_io import to_tensor, to_uint8
+
+    lo, hi, found = window
+    settings = replace(settings, enabled=True)
+    motion = HeadMotion.cat([animator.estimate_motion(to_tensor(frames[i:min(i + animator.batch_size, hi)]))
+                             for i in range(0, hi, animator.batch_size)])  # causal filter: frames < hi suffice
+    smoothed = smooth_motion(motion, fps, settings).index(slice(lo, hi))
+    with torch.inference_mode():
+        kp_raw, _ = animator.model.driving_keypoints(animator.source, motion.index(slice(lo, hi)))
+        kp_smooth, _ = animator.model.driving_keypoints(animator.source, smoothed)
+    smoothed_frames = to_uint8(animator.render(smoothed))
+    return JitterResult(start=start + lo, stop=start + hi, found=found, smoothing=asdict(settings),
+                        driving_pixels=pixel_jitter(frames[lo:hi]), model_keypoints=keypoint_jitter(kp_raw),
+                        model_pixels=pixel_jitter(np.stack(model_frames)),
+                        smoothed_keypoints=keypoint_jitter(kp_smooth), smoothed_pixels=pixel_jitter(smoothed_frames))
 
 
 def _redirect(animator, frames: np.ndarray, yaws: list[float], analyzer: FaceAnalyzer, result: BenchmarkResult,
@@ -214,10 +304,32 @@ def _title(result: BenchmarkResult) -> str:
             f"checkpoint {result.checkpoint or 'bundled'}, synthesis {result.synthesis_seconds:.1f} s")
 
 
+def jitter_title(j: JitterResult) -> str:
+    how = "least pixel change of the driving crops" if j.found == "auto" else "given with --still"
+    return f"jitter on still frames {j.start}:{j.stop} ({j.stop - j.start} frames, {how}), mean change per frame"
+
+
+def jitter_table_rows(j: JitterResult) -> tuple[list[str], list[list[str]]]:
+    """Rows: driving video, model, model with smoothing; columns: keypoint and pixel change per frame."""
+    s = j.smoothing
+    smoothed = f"model, smoothed (min_cutoff {s['min_cutoff']:g} Hz, beta {s['beta']:g}, d_cutoff {s['d_cutoff']:g} Hz)"
+
+    def ratio(pixels: float) -> str:
+        return f"{pixels / j.driving_pixels:.2f}x" if j.driving_pixels > 0 else "n/a"
+
+    header = ["system", "keypoints (normalised)", "pixels [0,1]", "pixels vs driving"]
+    rows = [["driving video", "n/a", f"{j.driving_pixels:.5f}", "1.00x" if j.driving_pixels > 0 else "n/a"],
+            ["model", f"{j.model_keypoints:.5f}", f"{j.model_pixels:.5f}", ratio(j.model_pixels)],
+            [smoothed, f"{j.smoothed_keypoints:.5f}", f"{j.smoothed_pixels:.5f}", ratio(j.smoothed_pixels)]]
+    return header, rows
+
+
 def format_benchmark(result: BenchmarkResult) -> str:
     from facevid2vid.metrics.evaluate import format_table
 
     body = format_table(result.rows) if result.task == "reconstruction" else _plain(*redirect_table_rows(result))
+    if result.jitter is not None:
+        body += f"\n\n{jitter_title(result.jitter)}\n{_plain(*jitter_table_rows(result.jitter))}"
     return _title(result) + "\n" + body
 
 
@@ -226,6 +338,8 @@ def format_benchmark_markdown(result: BenchmarkResult) -> str:
 
     body = (format_markdown(result.rows) if result.task == "reconstruction"
             else _markdown(*redirect_table_rows(result)))
+    if result.jitter is not None:
+        body += f"\n\n{jitter_title(result.jitter)}:\n\n{_markdown(*jitter_table_rows(result.jitter))}"
     return f"**{_title(result)}**\n\n{body}\n"
 
 

@@ -12,6 +12,8 @@ def add_metric_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-faces", dest="faces", action="store_false",
                    help="skip the dlib metrics (AKD, AED, pose error)")
     p.add_argument("--no-vmaf", dest="vmaf", action="store_false", help="skip VMAF")
+    p.add_argument("--no-perception", dest="perception", action="store_false",
+                   help="skip PD, AED and pose error from the ported networks (docs/perception.md)")
     p.add_argument("--lpips-backbone", metavar="FILE", default=None,
                    help="torchvision AlexNet or VGG16 state dict (.pth or .safetensors) for LPIPS")
     p.add_argument("--lpips-heads", metavar="FILE", default=None,
@@ -24,7 +26,7 @@ def add_metric_args(p: argparse.ArgumentParser) -> None:
 def metric_options(args, device: str = "cpu"):
     from facevid2vid.metrics.evaluate import EvaluateOptions
 
-    return EvaluateOptions(batch_size=args.batch_size, faces=args.faces, vmaf=args.vmaf,
+    return EvaluateOptions(batch_size=args.batch_size, faces=args.faces, vmaf=args.vmaf, perception=args.perception,
                            lpips_backbone=args.lpips_backbone, lpips_heads=args.lpips_heads,
                            fid_weights=args.fid_weights, device=device, progress=args.progress)
 

@@ -21,6 +21,8 @@ from facevid2vid.metrics import image as image_metrics
 from facevid2vid.metrics import vmaf as vmaf_metric
 from facevid2vid.metrics.face import FaceAnalyzer, FaceMetricAccumulator
 from facevid2vid.metrics.learned import (UNAVAILABLE_NO_WEIGHTS, FidAccumulator, load_inception, load_lpips)
+from facevid2vid.metrics.perception import (PerceptionAccumulator, PerceptionChoice, load_perception,
+                                            metric_labels)
 from facevid2vid.video_io import iter_video, to_tensor, video_info
 
 
@@ -28,6 +30,7 @@ from facevid2vid.video_io import iter_video, to_tensor, video_info
 class EvaluateOptions:
     batch_size: int = 16
     faces: bool = True  # AKD, AED, pose error (dlib)
+    perception: bool = True  # PD, AED and pose error from the ported networks, when fetched
     vmaf: bool = True
     lpips_backbone: str | None = None  # torchvision alexnet/vgg16 state dict
     lpips_heads: str | None = None  # lpips v0.1 linear heads (alex.pth / vgg.pth)
@@ -56,6 +59,9 @@ class EvaluationResult:
     pose_error_pitch: float | None = None
     pose_error_roll: float | None = None
     vmaf: float | None = None
+    pd: float | None = None
+    aed_net: float | None = None
+    pose_error_net: float | None = None
     lpips: float | None = None
     fid: float | None = None
     frames_compared: int = 0
@@ -70,6 +76,8 @@ class EvaluationResult:
         return asdict(self)
 
 
+_LABELS = metric_labels(PerceptionChoice())
+PERCEPTION_KEYS = ("pd", "aed_net", "pose_error_net")
 # (key, label, unit, better) in table order
 METRIC_ROWS: list[tuple[str, str, str, str]] = [
     ("l1", "L1", "[0,1]", "lower"),
@@ -84,6 +92,9 @@ METRIC_ROWS: list[tuple[str, str, str, str]] = [
     ("pose_error_pitch", "  pitch", "deg", "lower"),
     ("pose_error_roll", "  roll", "deg", "lower"),
     ("vmaf", "VMAF", "0-100", "higher"),
+    ("pd", _LABELS["pd"], "", "lower"),
+    ("aed_net", _LABELS["aed_net"], "1-cos", "lower"),
+    ("pose_error_net", _LABELS["pose_error_net"], "deg", "lower"),
     ("lpips", "LPIPS", "", "lower"),
     ("fid", "FID", "", "lower"),
 ]
@@ -135,6 +146,8 @@ class Evaluator:
         self.lpips = load_lpips(opt.lpips_backbone, opt.lpips_heads, opt.device) if opt.lpips_backbone else None
         self.inception = load_inception(opt.fid_weights, opt.device) if opt.fid_weights else None
         self.vmaf_reason = vmaf_metric.unavailable_reason() if opt.vmaf else "unavailable (disabled)"
+        self.perception, self.perception_reason = (load_perception(PerceptionChoice(), opt.device)
+                                                   if opt.perception else (None, "unavailable (disabled)"))
 
     def evaluate(self, reference: Iterable[np.ndarray], generated: Iterable[np.ndarray], total: int | None = None,
                  source: np.ndarray | None = None, names: tuple[str, str] = ("reference", "generated"),
@@ -150,6 +163,7 @@ class Evaluator:
             faces.set_source(np.asarray(source))
         vmaf_acc = vmaf_metric.VmafAccumulator(opt.vmaf_threads) if self.vmaf_reason is None else None
         fid_acc = FidAccumulator(self.inception) if self.inception is not None else None
+        perception = PerceptionAccumulator(self.perception) if self.perception is not None else None
         ms_settings = None
         n, height, width = 0, 0, 0
         try:
@@ -170,8 +184,13 @@ class Evaluator:
                         fid_acc.add(rt, gt)
                     if vmaf_acc is not None:
                         vmaf_acc.add(ref, gen)
+                    observations = None
                     if faces is not None:
-                        faces.add(ref, gen)
+                        observations = [(self.analyzer(r), self.analyzer(g)) for r, g in zip(ref, gen)]
+                        for ro, go in observations:
+                            faces.add_pair(ro, go)
+                    if perception is not None:
+                        perception.add(rt, gt, observations)
                     n += ref.shape[0]
                     bar.update(ref.shape[0])
             if n == 0:
@@ -183,6 +202,7 @@ class Evaluator:
             self._finish_vmaf(result, vmaf_acc)
             vmaf_acc = None
             self._finish_faces(result, faces, source is not None)
+            self._finish_perception(result, perception)
         finally:
             if vmaf_acc is not None:
                 vmaf_acc.close()
@@ -222,6 +242,21 @@ class Evaluator:
             result.vmaf = acc.score().mean
         except vmaf_metric.VmafError as exc:
             result.unavailable["vmaf"] = f"unavailable ({exc})"
+
+    def _finish_perception(self, result: EvaluationResult, acc: PerceptionAccumulator | None) -> None:
+        if acc is None:
+            for key in PERCEPTION_KEYS:
+                result.unavailable[key] = self.perception_reason
+            return
+        for key, value in acc.result().items():
+            setattr(result, key, value)
+            if value is None and key == "pd":
+                result.unavailable[key] = f"unavailable (frames under {self.perception['features'].min_size} px)"
+            elif value is None:
+                result.unavailable[key] = ("unavailable (face metrics disabled)" if self.analyzer is None
+                                           else "unavailable (no frame with a face in both videos)")
+        result.notes.append(f"{_LABELS['pd']}: {_LABELS['_features']} (not LPIPS); {_LABELS['aed_net']}: "
+                            f"{_LABELS['_identity']}; {_LABELS['pose_error_net']}: {_LABELS['_pose']}")
 
     def _finish_faces(self, result: EvaluationResult, faces: FaceMetricAccumulator | None, has_source: bool) -> None:
         if faces is None:
@@ -266,7 +301,7 @@ def evaluate_videos(reference: str | os.PathLike, generated: str | os.PathLike, 
 def _format_value(key: str, value: float) -> str:
     if key == "l1":
         return f"{value:.4f}"
-    if key in ("ssim", "ms_ssim", "aed", "aed_source", "lpips"):
+    if key in ("ssim", "ms_ssim", "aed", "aed_source", "lpips", "pd", "aed_net"):
         return f"{value:.4f}"
     if key == "akd":
         return f"{value:.3f}"

@@ -61,7 +61,7 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
 # (evaluation keeps dlib's own ResNet as its AED column, so the identity default is the other network)
 DEFAULTS = {"features": "inception_v3", "identity": "mobilefacenet", "pose": "hopenet_lite"}
 
-CONVERTER_VERSION = "1"  # bump when a converter's output changes: cached files are then rebuilt
+CONVERTER_VERSION = "2"  # bump when a converter's output changes: cached files are then rebuilt
 
 
 def _attr(ref: str):

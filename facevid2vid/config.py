@@ -148,7 +148,7 @@ class TrainConfig:
     # ported perception networks (facevid2vid.perception, `facevid2vid weights fetch`)
     perceptual_network: str | None = None  # "mobilenet_v2" | "inception_v3": perceptual pyramid loss
     identity_network: str | None = None  # "dlib_resnet34" | "mobilefacenet": face-identity loss
-    pose_teacher: str = "auto"  # "auto" (hopenet_lite if fetched, else "index") | "hopenet_lite" | "whenet" | "index"
+    pose_teacher: str = "auto"  # "auto" (whenet if fetched, else "index") | "whenet" | "hopenet_lite" | "index"
     perception_cache: str | None = None  # cache folder of the converted networks (default: the data cache)
     pyramid_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
     equivariance_tps_std: float = 0.005
@@ -224,6 +224,9 @@ def _cpu_256() -> ModelConfig:
     cfg.motion_max_features = 128
     cfg.generator_channels = 64
     cfg.num_2d_resblocks = 2
+    # D convolves at full resolution before each pooling: at 256 px its width is what a step costs
+    cfg.disc_block_expansion = 16
+    cfg.disc_max_features = 128
     return cfg
 
 

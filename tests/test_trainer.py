@@ -196,3 +196,42 @@ def test_local_vgg19_and_network_pose_teacher_are_used(data_dir, tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "perceptual: VGG19 pyramid from" in log and "Hopenet-style teacher" in log
 
+
+
+@pytest.fixture(scope="module")
+def perception_nets():
+    """The ported networks the training terms use, converted into the cache."""
+    from facevid2vid.perception.fetch import fetch_weights
+
+    return fetch_weights(names=["mobilenet_v2", "mobilefacenet", "whenet"], quiet=True)
+
+
+def test_perception_terms_train(data_dir, tmp_path, perception_nets):
+    """All three perception terms in a tiny run: logged, present in the losses, and they learn."""
+    cfg = _cfg(perceptual_network="mobilenet_v2", identity_network="mobilefacenet", pose_teacher="whenet")
+    tr = Trainer(cfg, data_dir, tmp_path / "run", device="cpu", progress=False, console=False)
+    batch = next(tr.batches())
+    first = tr.train_step(batch)
+    for _ in range(14):
+        last = tr.train_step(batch)
+    assert {"perceptual", "identity", "head_pose", "l1_pyramid"} <= set(first)
+    assert last["perceptual"] < first["perceptual"], (first["perceptual"], last["perceptual"])
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "mobilenet_v2 feature distance" in log and "mobilefacenet embeddings" in log
+    assert "head pose: whenet" in log
+
+
+def test_pose_teacher_auto_and_bad_name(data_dir, tmp_path, perception_nets, monkeypatch):
+    from facevid2vid.errors import InputError
+
+    tr = Trainer(_cfg(pose_teacher="auto"), data_dir, tmp_path / "a", device="cpu", progress=False, console=False)
+    assert tr.pose_teacher is not None and tr.pose_teacher_name.startswith("whenet")
+    tr = Trainer(_cfg(pose_teacher="auto", perception_cache=str(tmp_path / "empty")), data_dir, tmp_path / "b",
+                 device="cpu", progress=False, console=False)
+    assert tr.pose_teacher is None  # falls back to the index's landmark poses
+    with pytest.raises(InputError, match="pose_teacher"):
+        Trainer(_cfg(pose_teacher="mobilefacenet"), data_dir, tmp_path / "c", device="cpu", progress=False,
+                console=False)
+    with pytest.raises(CheckpointError, match="weights fetch"):
+        Trainer(_cfg(identity_network="mobilefacenet", perception_cache=str(tmp_path / "empty")), data_dir,
+                tmp_path / "d", device="cpu", progress=False, console=False)

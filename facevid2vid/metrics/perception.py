@@ -33,8 +33,8 @@ class PerceptionChoice:
     """Which ported network each metric uses."""
 
     features: str = "inception_v3"
-    identity: str = "mobilefacenet"
-    pose: str = "hopenet_lite"
+    identity: str = "mobilefacenet"  # dlib's ResNet is the AED column beside it
+    pose: str = "hopenet_lite"  # training's default teacher is WHENet
 
 
 def metric_labels(choice: PerceptionChoice) -> dict[str, str]:

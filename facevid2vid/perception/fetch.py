@@ -107,6 +107,7 @@ def _convert_to_file(name: str, read, dest: Path) -> None:
     tmp = _part(dest)
     try:
         save_file(state, str(tmp), metadata={"provenance": json.dumps(_provenance(name))})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -140,7 +140,7 @@ class TrainConfig:
     still_scale: float = 0.1  # zoom log-uniform in [1 / (1 + s), 1 + s]
     still_shift: float = 0.05  # translation per axis, uniform in +-this ([-1, 1] image coordinates)
     still_tps_std: float = 0.005  # thin-plate-spline weights on a 5 x 5 grid
-    still_flip: float = 0.5  # probability that each of the two warps mirrors the face
+    still_flip: float = 0.0  # probability that each warp alone mirrors the face (a mirror is no head motion; augment_flip mirrors both)
     vgg19_weights: str | None = None  # local torchvision-format VGG19 state dict
     face_weights: str | None = None  # optional face-recognition network for the perceptual face term
     pose_teacher_weights: str | None = None  # optional Hopenet-style network; else poses from the index

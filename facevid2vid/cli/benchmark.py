@@ -36,9 +36,16 @@ def register(sub) -> None:
                                    "added yaw angles; achieved yaw (dlib landmarks + PnP) against requested, and "
                                    "identity distance to the source. Both add a no-motion baseline row (the source "
                                    "frame repeated). reconstruction also reports jitter on a still stretch: "
-                                   "frame-to-frame change of keypoints and pixels, with and without smoothing.")
+                                   "frame-to-frame change of keypoints and pixels, with and without smoothing. "
+                                   "cross-identity: each --source photo driven by the clip (relative motion); "
+                                   "identity distance to the photo and yaw/pitch correlation with the driving "
+                                   "frames.")
     p.add_argument("--video", required=True, metavar="VIDEO")
-    p.add_argument("--task", choices=("reconstruction", "redirect"), default="reconstruction")
+    p.add_argument("--task", choices=("reconstruction", "redirect", "cross-identity"), default="reconstruction")
+    p.add_argument("--source", action="append", default=None, metavar="IMAGE",
+                   help="cross-identity: a photo of another person driven by the clip (repeatable)")
+    p.add_argument("--eval-size", type=int, default=None, metavar="N",
+                   help="evaluate at N x N (the model's input and output are resized; default: the model's size)")
     p.add_argument("--start", type=int, default=0, help="first frame of the clip (default 0)")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames (default: all)")
     p.add_argument("--yaws", type=_yaws, default=None, metavar="DEG,DEG,...",
@@ -70,7 +77,8 @@ def run(args) -> int:
                            smoothing=smoothing_settings(args, enabled=True))
     result = run_benchmark(args.checkpoint, args.video, task=args.task, max_frames=args.max_frames,
                            start=args.start, yaws=args.yaws or DEFAULT_YAWS, crop=args.crop, device=args.device,
-                           batch_size=args.model_batch_size, options=metric_options(args), jitter=jitter)
+                           batch_size=args.model_batch_size, options=metric_options(args), jitter=jitter,
+                           sources=args.source, eval_size=args.eval_size)
     print(format_benchmark(result))
     write_benchmark(result, args.json, args.markdown)
     for path in (args.json, args.markdown):

@@ -157,7 +157,7 @@ class PairDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: str | Path, image_size: int | None = None, seed: int = 0,
                  augment_flip: bool = False, color_jitter: float = 0.0, clip_ids: list[str] | None = None,
                  still_fraction: float = 0.0, still_rotation_deg: float = 15.0, still_scale: float = 0.1,
-                 still_shift: float = 0.05, still_tps_std: float = 0.005, still_flip: float = 0.5):
+                 still_shift: float = 0.05, still_tps_std: float = 0.005, still_flip: float = 0.0):
         self.data_dir = Path(data_dir)
         index = load_index(self.data_dir)
         clips = [c for c in index.clips if c.num_frames >= 1]

@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from facevid2vid.errors import CheckpointError, InputError, NoFaceError
+from facevid2vid.metrics.cross_identity import CrossIdentityRow, run_cross_identity
 from facevid2vid.metrics.evaluate import EvaluateOptions, EvaluationResult, Evaluator
 from facevid2vid.metrics.face import FaceAnalyzer, FaceObservation, angle_difference, embedding_distance
 from facevid2vid.metrics.jitter import STILL_WINDOW, find_still_window, keypoint_jitter, pixel_jitter
 from facevid2vid.smoothing import SmoothingSettings
 from facevid2vid.structures import HeadMotion
 
-TASKS = ("reconstruction", "redirect")
+TASKS = ("reconstruction", "redirect", "cross-identity")
 DEFAULT_YAWS = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
 MODEL = "model"
 BASELINE = "no-motion baseline"
@@ -91,15 +92,48 @@ class BenchmarkResult:
     rows: dict[str, EvaluationResult] = field(default_factory=dict)  # reconstruction
     redirect: dict[str, list[RedirectRow]] = field(default_factory=dict)  # redirect
     jitter: JitterResult | None = None  # reconstruction, clips of 2 frames or more
+    cross_identity: list[CrossIdentityRow] = field(default_factory=list)  # cross-identity
+    model_size: int | None = None  # the model's own size when frames are evaluated at another
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Resizer:
+    """Frames are evaluated at ``size``; the model sees and makes them at ``model_size``.
+
+    Down to the model: antialiased bilinear; up from it: bicubic, clamped (one documented filter).
+    """
+
+    size: int
+    model_size: int
+
+    def to_model(self, frames: np.ndarray):
+        import torch.nn.functional as F
+
+        from facevid2vid.video_io import to_tensor
+
+        x = to_tensor(frames)
+        if self.size == self.model_size:
+            return x
+        return F.interpolate(x, size=(self.model_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
+
+    def from_model(self, images) -> np.ndarray:
+        import torch.nn.functional as F
+
+        from facevid2vid.video_io import to_uint8
+
+        if self.size != self.model_size:
+            images = F.interpolate(images, size=(self.size,) * 2, mode="bicubic", align_corners=False).clamp(0, 1)
+        return to_uint8(images)
+
+
 def run_benchmark(checkpoint: str | None, video: str | os.PathLike, task: str = "reconstruction",
                   max_frames: int | None = None, start: int = 0, yaws=DEFAULT_YAWS, crop: bool = True,
                   device: str | None = None, batch_size: int = 8, options: EvaluateOptions | None = None,
-                  jitter: JitterOptions | None = None) -> BenchmarkResult:
+                  jitter: JitterOptions | None = None, sources: list[str] | None = None,
+                  eval_size: int | None = None) -> BenchmarkResult:
     """Run one protocol on a clip; see the module docstring."""
     from facevid2vid.pipeline import load_animator, load_driving_frames
 
@@ -113,27 +147,35 @@ def run_benchmark(checkpoint: str | None, video: str | os.PathLike, task: str = 
     jitter = jitter or JitterOptions()
     if jitter.still is not None and task != "reconstruction":
         raise InputError("--still applies to the reconstruction task only")
+    if (task == "cross-identity") != bool(sources):
+        raise InputError("--source IMAGE is needed by the cross-identity task, and only by it")
     jitter.smoothing.validate()
     animator = load_animator(checkpoint, device, batch_size=batch_size)
-    frames, fps = load_driving_frames(video, animator.image_size, crop=crop, start=start, max_frames=max_frames)
+    rs = Resizer(eval_size or animator.image_size, animator.image_size)
+    frames, fps = load_driving_frames(video, rs.size, crop=crop, start=start, max_frames=max_frames)
     options = replace(options or EvaluateOptions(), device=str(animator.device))
     result = BenchmarkResult(task=task, video=str(video), checkpoint=checkpoint, frames=len(frames),
-                             image_size=animator.image_size, synthesis_seconds=0.0)
+                             image_size=rs.size, synthesis_seconds=0.0,
+                             model_size=animator.image_size if rs.size != animator.image_size else None)
     if task == "reconstruction":
         window = _still_window(jitter, frames, start)
-        kept = _reconstruction(animator, frames, Evaluator(options), result, window)
+        kept = _reconstruction(animator, frames, Evaluator(options), result, window, rs)
         if window is not None:
-            result.jitter = _jitter(animator, frames, window, kept, fps, jitter.smoothing, start)
+            result.jitter = _jitter(animator, frames, window, kept, fps, jitter.smoothing, start, rs)
+    elif task == "redirect":
+        _redirect(animator, frames, list(yaws), FaceAnalyzer(), result, options.progress, rs)
     else:
-        _redirect(animator, frames, list(yaws), FaceAnalyzer(), result, options.progress)
+        from facevid2vid.pipeline import load_source_image
+
+        photos = {Path(s).name: load_source_image(s, rs.size) for s in sources}
+        result.cross_identity, result.synthesis_seconds = run_cross_identity(
+            animator, frames, photos, FaceAnalyzer(), rs.to_model, rs.from_model, options.progress)
     return result
 
 
-def _generated_stream(animator, frames: np.ndarray, result: BenchmarkResult, **controls):
+def _generated_stream(animator, frames: np.ndarray, result: BenchmarkResult, rs: Resizer, **controls):
     """uint8 frames synthesized batch by batch (absolute motion), timing the synthesis."""
-    from facevid2vid.video_io import to_tensor, to_uint8
-
-    batches = (to_tensor(frames[i:i + animator.batch_size]) for i in range(0, len(frames), animator.batch_size))
+    batches = (rs.to_model(frames[i:i + animator.batch_size]) for i in range(0, len(frames), animator.batch_size))
     it = animator.animate_iter(batches, mode="absolute", **controls)
     while True:
         t0 = time.perf_counter()
@@ -141,18 +183,16 @@ def _generated_stream(animator, frames: np.ndarray, result: BenchmarkResult, **c
         result.synthesis_seconds += time.perf_counter() - t0
         if out is None:
             return
-        yield from to_uint8(out)
+        yield from rs.from_model(out)
 
 
 def _reconstruction(animator, frames: np.ndarray, evaluator: Evaluator, result: BenchmarkResult,
-                    window: tuple[int, int, str] | None = None) -> list[np.ndarray]:
+                    window: tuple[int, int, str] | None, rs: Resizer) -> list[np.ndarray]:
     """Score the model and the baseline; returns the model's frames of the still ``window`` (if any)."""
-    from facevid2vid.video_io import to_tensor
-
     source = frames[0]
-    animator.set_source(to_tensor(source))
+    animator.set_source(rs.to_model(source[None]))
     kept: list[np.ndarray] = []
-    generated = _generated_stream(animator, frames, result)
+    generated = _generated_stream(animator, frames, result, rs)
     if window is not None:
         generated = _keep(generated, window[0], window[1], kept)
     result.rows[MODEL] = evaluator.evaluate(iter(frames), generated, total=len(frames), source=source,
@@ -185,22 +225,21 @@ def _still_window(options: JitterOptions, frames: np.ndarray, start: int) -> tup
 
 
 def _jitter(animator, frames: np.ndarray, window: tuple[int, int, str], model_frames: list[np.ndarray],
-            fps: float, settings: SmoothingSettings, start: int) -> JitterResult:
+            fps: float, settings: SmoothingSettings, start: int, rs: Resizer) -> JitterResult:
     """Jitter on the window; ``model_frames``: the model's (unsmoothed) frames of it, as scored."""
     import torch
 
     from facevid2vid.smoothing import smooth_motion
-    from facevid2vid.video_io import to_tensor, to_uint8
 
     lo, hi, found = window
     settings = replace(settings, enabled=True)
-    motion = HeadMotion.cat([animator.estimate_motion(to_tensor(frames[i:min(i + animator.batch_size, hi)]))
+    motion = HeadMotion.cat([animator.estimate_motion(rs.to_model(frames[i:min(i + animator.batch_size, hi)]))
                              for i in range(0, hi, animator.batch_size)])  # causal filter: frames < hi suffice
     smoothed = smooth_motion(motion, fps, settings).index(slice(lo, hi))
     with torch.inference_mode():
         kp_raw, _ = animator.model.driving_keypoints(animator.source, motion.index(slice(lo, hi)))
         kp_smooth, _ = animator.model.driving_keypoints(animator.source, smoothed)
-    smoothed_frames = to_uint8(animator.render(smoothed))
+    smoothed_frames = rs.from_model(animator.render(smoothed))
     return JitterResult(start=start + lo, stop=start + hi, found=found, smoothing=asdict(settings),
                         driving_pixels=pixel_jitter(frames[lo:hi]), model_keypoints=keypoint_jitter(kp_raw),
                         model_pixels=pixel_jitter(np.stack(model_frames)),
@@ -208,10 +247,8 @@ def _jitter(animator, frames: np.ndarray, window: tuple[int, int, str], model_fr
 
 
 def _redirect(animator, frames: np.ndarray, yaws: list[float], analyzer: FaceAnalyzer, result: BenchmarkResult,
-              progress: bool) -> None:
+              progress: bool, rs: Resizer) -> None:
     from tqdm import tqdm
-
-    from facevid2vid.video_io import to_tensor, to_uint8
 
     source = frames[0]
     src_obs = analyzer(source)
@@ -219,16 +256,16 @@ def _redirect(animator, frames: np.ndarray, yaws: list[float], analyzer: FaceAna
         raise NoFaceError("no face found in the first frame of the clip (the redirect source)")
     refs = [analyzer(f) for f in tqdm(frames, desc="reference poses", unit="frame", disable=not progress,
                                       leave=False)]
-    animator.set_source(to_tensor(source))
+    animator.set_source(rs.to_model(source[None]))
     t0 = time.perf_counter()
-    motion = animator.estimate_motion(to_tensor(frames))  # H/Delta once for all yaws
+    motion = animator.estimate_motion(rs.to_model(frames))  # H/Delta once for all yaws
     result.synthesis_seconds += time.perf_counter() - t0
     result.redirect = {MODEL: [], BASELINE: []}
     with tqdm(total=len(yaws) * len(frames), desc="redirect", unit="frame", disable=not progress,
               leave=False) as bar:
         for yaw in yaws:
             t0 = time.perf_counter()
-            out = to_uint8(animator.render(motion, yaw=yaw))  # (N, S, S, 3)
+            out = rs.from_model(animator.render(motion, yaw=yaw))  # (N, S, S, 3)
             result.synthesis_seconds += time.perf_counter() - t0
             gen = [analyzer(f) for f in out]
             bar.update(len(frames))
@@ -300,8 +337,31 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _title(result: BenchmarkResult) -> str:
-    return (f"{result.task} on {result.video}: {result.frames} frames at {result.image_size}x{result.image_size}, "
+    size = f"{result.image_size}x{result.image_size}"
+    if result.model_size:
+        size += f" (model at {result.model_size}, output upscaled bicubic)"
+    return (f"{result.task} on {result.video}: {result.frames} frames at {size}, "
             f"checkpoint {result.checkpoint or 'bundled'}, synthesis {result.synthesis_seconds:.1f} s")
+
+
+def cross_identity_table_rows(result: BenchmarkResult) -> tuple[list[str], list[list[str]]]:
+    header = ["source", "ID dist. to source", "faces (id)", "yaw corr.", "pitch corr.", "|yaw change error|",
+              "faces (pose)"]
+    rows = [[r.source, _f(r.id_distance, ".4f"), f"{r.frames_identity}/{r.frames}", _f(r.yaw_correlation, ".3f"),
+             _f(r.pitch_correlation, ".3f"), _f(r.yaw_change_error), f"{r.frames_pose}/{r.frames}"]
+            for r in result.cross_identity]
+    return header, rows
+
+
+def _body(result: BenchmarkResult, markdown: bool) -> str:
+    from facevid2vid.metrics.evaluate import format_markdown, format_table
+
+    table = _markdown if markdown else _plain
+    if result.task == "reconstruction":
+        return format_markdown(result.rows) if markdown else format_table(result.rows)
+    if result.task == "redirect":
+        return table(*redirect_table_rows(result))
+    return table(*cross_identity_table_rows(result))
 
 
 def jitter_title(j: JitterResult) -> str:
@@ -325,19 +385,14 @@ def jitter_table_rows(j: JitterResult) -> tuple[list[str], list[list[str]]]:
 
 
 def format_benchmark(result: BenchmarkResult) -> str:
-    from facevid2vid.metrics.evaluate import format_table
-
-    body = format_table(result.rows) if result.task == "reconstruction" else _plain(*redirect_table_rows(result))
+    body = _body(result, markdown=False)
     if result.jitter is not None:
         body += f"\n\n{jitter_title(result.jitter)}\n{_plain(*jitter_table_rows(result.jitter))}"
     return _title(result) + "\n" + body
 
 
 def format_benchmark_markdown(result: BenchmarkResult) -> str:
-    from facevid2vid.metrics.evaluate import format_markdown
-
-    body = (format_markdown(result.rows) if result.task == "reconstruction"
-            else _markdown(*redirect_table_rows(result)))
+    body = _body(result, markdown=True)
     if result.jitter is not None:
         body += f"\n\n{jitter_title(result.jitter)}:\n\n{_markdown(*jitter_table_rows(result.jitter))}"
     return f"**{_title(result)}**\n\n{body}\n"

@@ -87,7 +87,7 @@ class StillWarpRange:
     scale: float = 0.1  # zoom factor log-uniform in [1 / (1 + scale), 1 + scale]
     shift: float = 0.05  # translation per axis, uniform in +-shift (in [-1, 1] coordinates)
     tps_std: float = 0.005  # thin-plate-spline weights ~ N(0, tps_std) on a 5 x 5 grid
-    flip: float = 0.5  # probability of a horizontal mirror
+    flip: float = 0.0  # probability of a horizontal mirror of this warp alone
 
 
 def similarity_theta(angle_deg: float, zoom: float, shift: tuple[float, float], flip: bool) -> torch.Tensor:

@@ -34,6 +34,8 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from facevid2vid.outputs import atomic_path, write_text  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC_BEGIN = "<!-- codec_rd:begin (written by benchmarks/codec_rd.py --write-doc; do not edit by hand) -->"
@@ -330,8 +332,8 @@ def plot(points: list[Point], path: Path, title: str) -> None:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -344,7 +346,7 @@ def write_doc(doc: Path, section: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
+    write_text(doc, text)
 
 
 # ----------------------------------------------------------------------------- main
@@ -424,9 +426,9 @@ def main(argv=None) -> int:
         f"![rate-quality curves]({png.name if args.write_doc else png})",
         "All points (kbps from the whole .fv2v file, or from the codec's elementary stream):",
         points_table(points), "Our streams:", ours_table(points), bd_markdown(tables)])
-    (out / "codec_rd.md").write_text(section + "\n")
-    (out / "codec_rd.json").write_text(json.dumps({"info": info, "points": [asdict(p) for p in points],
-                                                   "bd_rate": tables}, indent=1))
+    write_text(out / "codec_rd.md", section + "\n")
+    write_text(out / "codec_rd.json", json.dumps({"info": info, "points": [asdict(p) for p in points],
+                                                  "bd_rate": tables}, indent=1))
     if args.write_doc:
         write_doc(Path(args.write_doc), section)
     print(section)

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from facevid2vid.data.fetch import VALIDATION_SPLIT, fetch_samples
 from facevid2vid.metrics.benchmark import BASELINE, MODEL, run_benchmark
 from facevid2vid.metrics.evaluate import METRIC_ROWS, EvaluateOptions
+from facevid2vid.outputs import write_text
 
 LOWER_BETTER = {key for key, _, _, better in METRIC_ROWS if better == "lower"}
 SIZE = 256
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, value, ok in targets(m):
             print(f"| {name} | {value} | {'yes' if ok else 'no'} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+        write_text(args.json, json.dumps(results, indent=1, default=lambda o: asdict(o)
+                                         if hasattr(o, "__dataclass_fields__") else str(o)))
     return 0
 
 

@@ -21,6 +21,7 @@ import torch
 from facevid2vid.checkpoint import default_checkpoint, load_checkpoint
 from facevid2vid.config import model_preset
 from facevid2vid.models import FaceVid2Vid
+from facevid2vid.outputs import write_text
 
 
 @torch.inference_mode()
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model'][-34:]:34s} {r['config']:10s} {r['size']:5d} {r['batch']:5d} "
               f"{r['ms_per_frame']:9.1f} {ratio:9.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "rows": rows}, f, indent=1)
+        write_text(args.json, json.dumps({"threads": args.threads, "rows": rows}, indent=1))
     return 0
 
 

@@ -6,11 +6,38 @@ A checkpoint stores the config it was trained with, so it alone rebuilds its mod
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+# Documented bounds of ModelConfig fields (docs/reliability.md): inclusive integer ranges ...
+MODEL_INT_BOUNDS = {
+    "image_size": (32, 1024), "num_keypoints": (1, 64),
+    "appearance_block_expansion": (1, 512), "feature_channels": (1, 512), "feature_depth": (1, 64),
+    "num_3d_resblocks": (0, 32), "volume_downsample": (2, 8), "appearance_max_features": (1, 2048),
+    "kp_block_expansion": (1, 512), "kp_max_features": (1, 2048), "kp_num_blocks": (1, 8), "kp_depth": (1, 64),
+    "he_block_expansion": (1, 256), "he_num_bins": (2, 360),
+    "motion_compressed_channels": (1, 256), "motion_block_expansion": (1, 512), "motion_max_features": (1, 2048),
+    "motion_num_blocks": (1, 8), "motion_mask_kernel": (1, 15),
+    "num_2d_resblocks": (0, 32), "generator_channels": (1, 2048),
+    "disc_block_expansion": (1, 512), "disc_max_features": (1, 2048), "disc_num_blocks": (1, 8),
+}
+# ... and (exclusive, inclusive] ranges of the real-valued ones
+MODEL_FLOAT_BOUNDS = {"kp_scale_factor": (0.0, 1.0), "kp_temperature": (0.0, 10.0), "kp_variance": (0.0, 1.0)}
+MAX_VOLUME_ELEMENTS = 1 << 26  # C x D x H x W of the appearance volume (paper-512: 8.4 million)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
 
 
 @dataclass
@@ -79,14 +106,52 @@ class ModelConfig:
         return (self.feature_channels, self.feature_depth, s, s)
 
     def validate(self) -> None:
-        if self.image_size % 32 != 0 or self.image_size < 32:
-            raise ValueError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
+        """ValueError naming the first field outside its documented bounds (:data:`MODEL_INT_BOUNDS` ...).
+
+        Checked before a network is built, so an absurd config (from a checkpoint or a YAML
+        file) fails with one line instead of a huge allocation.
+        """
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= 100:
+            raise ValueError(f"name must be a string of 1..100 characters, got {self.name!r}")
+        for name, (low, high) in MODEL_INT_BOUNDS.items():
+            _check_int(name, getattr(self, name), low, high)
+        for name, (low, high) in MODEL_FLOAT_BOUNDS.items():
+            value = getattr(self, name)
+            if not _is_number(value) or not (low < value <= high):
+                raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+        for name in ("estimate_occlusion", "disc_use_kp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self._validate_structure()
+
+    def _validate_structure(self) -> None:
+        """Bounds that tie fields together (sizes the networks can be built with)."""
+        if self.image_size % 32 != 0:
+            raise ValueError(f"image_size must be a multiple of 32 in 32..1024, got {self.image_size}")
         if self.volume_downsample not in (2, 4, 8):
             raise ValueError(f"volume_downsample must be 2, 4 or 8, got {self.volume_downsample}")
         if self.flow_mode not in ("rotation", "identity"):
             raise ValueError(f"flow_mode must be 'rotation' or 'identity', got {self.flow_mode!r}")
-        if self.num_keypoints < 1:
-            raise ValueError("num_keypoints must be positive")
+        if self.motion_mask_kernel % 2 != 1:
+            raise ValueError(f"motion_mask_kernel must be odd (1..15), got {self.motion_mask_kernel}")
+        if not isinstance(self.he_layers, tuple) or not 1 <= len(self.he_layers) <= 5:
+            raise ValueError(f"he_layers must list 1..5 stage depths, got {self.he_layers!r}")
+        for count in self.he_layers:
+            _check_int("he_layers", count, 0, 32)
+        if not isinstance(self.disc_scales, tuple) or not 1 <= len(self.disc_scales) <= 4 or not all(
+                _is_number(v) and 0 < v <= 1 for v in self.disc_scales):
+            raise ValueError(f"disc_scales must list 1..4 numbers in (0, 1], got {self.disc_scales!r}")
+        kp_side = round(self.image_size * self.kp_scale_factor)
+        if kp_side < 1 or kp_side % 2**self.kp_num_blocks:
+            raise ValueError(f"image_size * kp_scale_factor = {kp_side} px must be divisible by "
+                             f"2**kp_num_blocks = {2 ** self.kp_num_blocks}")
+        if self.volume_size % 2**self.motion_num_blocks:
+            raise ValueError(f"the volume side image_size / volume_downsample = {self.volume_size} must be "
+                             f"divisible by 2**motion_num_blocks = {2 ** self.motion_num_blocks}")
+        elements = self.feature_channels * self.feature_depth * self.volume_size**2
+        if elements > MAX_VOLUME_ELEMENTS:
+            raise ValueError(f"the appearance volume {'x'.join(map(str, self.volume_shape))} has {elements} values, "
+                             f"over the bound of {MAX_VOLUME_ELEMENTS}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -156,6 +221,19 @@ class TrainConfig:
     use_gan: bool = True
     gan_start_step: int = 0  # steps of pure reconstruction before the GAN terms switch on
     bf16: bool = True  # autocast on CUDA only
+
+    def validate(self) -> None:
+        """ValueError naming the first training setting out of range (the model's are checked too)."""
+        self.model.validate()
+        for name, low in (("batch_size", 1), ("num_workers", 0), ("max_steps", 0), ("checkpoint_every", 0),
+                          ("keep_checkpoints", 0), ("log_every", 0), ("image_every", 0), ("gan_start_step", 0)):
+            _check_int(name, getattr(self, name), low, 1 << 40)
+        for name in ("lr_generator", "lr_discriminator", "lr_gamma", "grad_clip"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not _is_number(self.still_fraction) or not 0 <= self.still_fraction <= 1:
+            raise ValueError(f"still_fraction must be in 0..1, got {self.still_fraction!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -291,12 +369,15 @@ def load_train_config(path: str | Path) -> TrainConfig:
     loss = LossWeights(**(data.pop("loss", {}) or {}))
     cfg = TrainConfig.from_dict(data)
     cfg.model, cfg.loss = model, loss
+    cfg.validate()
     return cfg
 
 
 def save_train_config(cfg: TrainConfig, path: str | Path) -> None:
-    data = cfg.to_dict()
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    """Write the config as YAML, atomically."""
+    from facevid2vid.outputs import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from facevid2vid.data.fetch import VALIDATION_SPLIT, fetch_samples
+from facevid2vid.errors import UsageError
 from facevid2vid.inference import Animator
 from facevid2vid.pipeline import load_animator, load_driving_frames, load_source_image
 from facevid2vid.video_io import to_tensor, to_uint8, write_image, write_video
@@ -46,6 +47,8 @@ def _animate(animator: Animator, source: np.ndarray, frames: np.ndarray, mode: s
 def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint: str | None = None,
              num_frames: int = 96, columns: int = 5, log=print) -> list[DemoPart]:
     """Write the demo videos and ``contact_sheet.png`` into ``output``; returns what was written."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 2:
+        raise UsageError(f"--frames must be an integer of 2 or more, got {num_frames!r}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

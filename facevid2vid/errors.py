@@ -28,3 +28,11 @@ class BitstreamError(FaceVid2VidError):
 
 class DataError(FaceVid2VidError):
     """Sample data cannot be fetched or fails its checksum."""
+
+
+class UsageError(InputError):
+    """A command-line argument is out of range or cannot be satisfied here (exit code 2)."""
+
+
+class OutputError(UsageError):
+    """An output path cannot be used: wrong extension, a folder, unwritable, or one of the inputs."""

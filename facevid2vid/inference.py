@@ -97,6 +97,7 @@ class Animator:
         frontalizing) and the translation as ``t_d <- t_u + t_d``.
         """
         source = self._require_source()
+        _check_finite(yaw=yaw, pitch=pitch, roll=roll, translation=translation)
         outputs = []
         n = motion.yaw.shape[0]
         per_frame_source = source.kp.shape[0] > 1  # redirect(): one source per frame
@@ -170,6 +171,15 @@ class Animator:
         """All synthesized frames (N, 3, S, S) for driving frames (N, 3, S, S)."""
         parts = list(self.animate_iter(frames, mode=mode, **controls))
         return torch.cat(parts) if parts else torch.empty(0, 3, self.image_size, self.image_size)
+
+
+def _check_finite(**controls) -> None:
+    """Free-view controls must be finite: NaN or inf would give black frames."""
+    for name, value in controls.items():
+        if value is None:
+            continue
+        if not bool(torch.isfinite(torch.as_tensor(value, dtype=torch.float64)).all()):
+            raise ValueError(f"{name} must be finite, got {value}")
 
 
 def _slice_source(source: SourceEncoding, idx: slice) -> SourceEncoding:

@@ -14,10 +14,12 @@ import torch
 from tqdm import tqdm
 
 from facevid2vid.checkpoint import resolve_model
-from facevid2vid.errors import InputError, NoFaceError
+from facevid2vid.errors import InputError, NoFaceError, UsageError
 from facevid2vid.face.crop import prepare_frames
 from facevid2vid.inference import Animator
+from facevid2vid.outputs import check_outputs
 from facevid2vid.smoothing import SmoothingSettings, motion_smoother
+from facevid2vid.validation import check_angle
 from facevid2vid.video_io import (is_image_path, load_source, read_video, to_tensor, to_uint8,
                                   write_image, write_video)
 
@@ -34,9 +36,18 @@ class RunResult:
 def _device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available")
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise UsageError(f"--device {device!r} is not a device: choose cpu, cuda (or cuda:N) or auto")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} was asked for but no CUDA device is available: use cpu or auto")
     return device
+
+
+def _check_view(yaw: float, pitch: float, roll: float) -> None:
+    """Free-view angles must be finite and within +-MAX_ANGLE degrees (InputError naming the option)."""
+    for name, value in (("--yaw", yaw), ("--pitch", pitch), ("--roll", roll)):
+        check_angle(value, name)
 
 
 def load_animator(checkpoint: str | None = None, device: str | None = None, batch_size: int = 8) -> Animator:
@@ -99,7 +110,10 @@ def animate_files(
 
     ``smoothing`` (enabled) runs a One Euro filter on the driving motion, frame by frame.
     """
+    _check_view(yaw, pitch, roll)
     start = time.perf_counter()
+    check_outputs({"--output": (output, "video")},
+                  {"--source": source, "--driving": driving, "--checkpoint": checkpoint})
     animator = animator or load_animator(checkpoint, device)
     size = animator.image_size
     source_img = load_source_image(source, size, crop)
@@ -125,6 +139,8 @@ def reconstruct_files(
     ``smoothing`` (enabled) runs a One Euro filter on the driving motion, frame by frame.
     """
     start = time.perf_counter()
+    check_outputs({"--output": (output, "video"), "--reference-output": (reference_output, "video")},
+                  {"--video": video, "--checkpoint": checkpoint})
     animator = animator or load_animator(checkpoint, device)
     frames, fps = load_driving_frames(video, animator.image_size, crop)
     animator.set_source(to_tensor(frames[0]))
@@ -162,7 +178,10 @@ def redirect_files(
     animator: Animator | None = None,
 ) -> RunResult:
     """Change head rotation of a photo (PNG out) or of every frame of a video (mp4 out)."""
+    _check_view(yaw, pitch, roll)
     start = time.perf_counter()
+    check_outputs({"--output": (output, "image" if is_image_path(source) else "video")},
+                  {"--source": source, "--checkpoint": checkpoint})
     animator = animator or load_animator(checkpoint, device)
     size = animator.image_size
     controls = dict(yaw=yaw, pitch=pitch, roll=roll, frontalize=frontalize)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from facevid2vid.cli._common import (add_crop_arg, add_model_args, add_smoothing_args, add_view_args, report,
                                      smoothing_settings)
+from facevid2vid.outputs import VIDEO_OUTPUT_HELP
 
 
 def register(sub) -> None:
@@ -10,7 +11,7 @@ def register(sub) -> None:
                        description="Synthesize the source person performing the driving video's motion.")
     p.add_argument("--source", required=True, metavar="IMG_OR_VIDEO", help="photo (or video: first frame) of the person")
     p.add_argument("--driving", required=True, metavar="VIDEO", help="video whose motion drives the source")
-    p.add_argument("--output", required=True, metavar="OUT.mp4")
+    p.add_argument("--output", required=True, metavar="OUT.mp4", help=VIDEO_OUTPUT_HELP)
     p.add_argument("--mode", choices=["relative", "absolute"], default="relative",
                    help="relative: driving motion relative to its first frame, applied to the source pose "
                         "(default; best across identities); absolute: the driving pose and expression as they are")

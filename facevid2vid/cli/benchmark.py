@@ -1,17 +1,18 @@
 """`facevid2vid benchmark`: the paper's evaluation protocol on one clip, with a no-motion baseline."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args, smoothing_settings
-from facevid2vid.cli.evaluate import add_metric_args, metric_options
+from facevid2vid.cli._common import (add_crop_arg, add_model_args, angle, int_range, nonnegative_int, positive_int,
+                                     smoothing_settings)
+from facevid2vid.cli.evaluate import add_metric_args, metric_inputs, metric_options, metric_outputs
 
 
 def _yaws(text: str) -> list[float]:
     import argparse
 
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated degrees, got {text!r}") from None
+        values = [angle(v) for v in text.split(",") if v.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated degrees: {exc}") from None
     if not values:
         raise argparse.ArgumentTypeError("no yaw angles given")
     return values
@@ -46,15 +47,15 @@ def register(sub) -> None:
                    help="cross-identity: a photo of another person driven by the clip (repeatable)")
     p.add_argument("--eval-size", type=int, default=None, metavar="N",
                    help="evaluate at N x N (the model's input and output are resized; default: the model's size)")
-    p.add_argument("--start", type=int, default=0, help="first frame of the clip (default 0)")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames (default: all)")
+    p.add_argument("--start", type=nonnegative_int, default=0, help="first frame of the clip (default 0)")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many frames (default: all)")
     p.add_argument("--yaws", type=_yaws, default=None, metavar="DEG,DEG,...",
                    help="redirect: requested yaw angles (default -30,-20,-10,0,10,20,30)")
-    p.add_argument("--model-batch-size", type=int, default=8, help="frames per synthesis batch (default 8)")
+    p.add_argument("--model-batch-size", type=positive_int, default=8, help="frames per synthesis batch (default 8)")
     p.add_argument("--still", type=_window, default=None, metavar="START:END",
                    help="reconstruction: video frames START..END-1 as the still window of the jitter figure "
                         "(default: the --still-length frames with the least pixel change)")
-    p.add_argument("--still-length", type=int, default=48, metavar="N",
+    p.add_argument("--still-length", type=int_range(2), default=48, metavar="N",
                    help="frames of the still window found automatically (default 48)")
     p.add_argument("--smooth-min-cutoff", type=float, default=None, metavar="HZ",
                    help="One Euro filter of the smoothed jitter row: cutoff while still (default 0.5)")
@@ -70,7 +71,10 @@ def run(args) -> int:
     from facevid2vid.errors import InputError
     from facevid2vid.metrics.benchmark import (DEFAULT_YAWS, JitterOptions, format_benchmark, run_benchmark,
                                                write_benchmark)
+    from facevid2vid.outputs import check_outputs
 
+    check_outputs(metric_outputs(args), {"--video": args.video, "--source": args.source,
+                                         "--checkpoint": args.checkpoint, **metric_inputs(args)})
     if args.still_length < 2:
         raise InputError(f"--still-length must be 2 or more, got {args.still_length}")
     jitter = JitterOptions(still=args.still, length=args.still_length,

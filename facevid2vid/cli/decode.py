@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from facevid2vid.cli._common import add_model_args
+from facevid2vid.outputs import VIDEO_OUTPUT_HELP
 
 
 def register(sub) -> None:
@@ -10,7 +11,7 @@ def register(sub) -> None:
                                    "stream is checked first; a corrupt one is refused with the byte or packet "
                                    "where it goes wrong.")
     p.add_argument("--input", required=True, metavar="IN.fv2v")
-    p.add_argument("--output", required=True, metavar="OUT.mp4")
+    p.add_argument("--output", required=True, metavar="OUT.mp4", help=VIDEO_OUTPUT_HELP)
     add_model_args(p)
     p.set_defaults(func=run)
 

@@ -1,7 +1,8 @@
 """`facevid2vid encode`: compress a face video into a .fv2v stream (key frames + motion)."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args, add_smoothing_args, smoothing_settings
+from facevid2vid.cli._common import (add_crop_arg, add_model_args, add_smoothing_args, int_range, nonnegative_float,
+                                     positive_float, positive_int, smoothing_settings)
 
 
 def register(sub) -> None:
@@ -11,16 +12,16 @@ def register(sub) -> None:
                                    "maximum interval. Format: docs/bitstream.md.")
     p.add_argument("--input", required=True, metavar="VIDEO")
     p.add_argument("--output", required=True, metavar="OUT.fv2v")
-    p.add_argument("--quality", type=int, default=50, metavar="1..100",
+    p.add_argument("--quality", type=int_range(1, 100), default=50, metavar="1..100",
                    help="key frame quality and motion precision (default 50)")
-    p.add_argument("--keyframe-threshold", type=float, default=4.0, metavar="DB",
+    p.add_argument("--keyframe-threshold", type=positive_float, default=4.0, metavar="DB",
                    help="send a key frame when the synthesized frame's PSNR falls this many dB below the "
                         "key frame's own synthesis (default 4)")
-    p.add_argument("--max-keyframe-interval", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--max-keyframe-interval", type=nonnegative_float, default=10.0, metavar="SECONDS",
                    help="longest time between key frames; 0: no limit (default 10)")
     p.add_argument("--keyframe-codec", choices=["avif", "webp"], default="avif",
                    help="intra codec of key frames (default avif)")
-    p.add_argument("--frames-per-packet", type=int, default=1, metavar="N",
+    p.add_argument("--frames-per-packet", type=positive_int, default=1, metavar="N",
                    help="motion frames per packet: 1 for live use; more saves framing bytes (default 1)")
     add_smoothing_args(p)
     add_model_args(p)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from facevid2vid.cli._common import positive_int
+
 
 def add_metric_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `evaluate` and `benchmark`."""
     p.add_argument("--json", metavar="OUT.json", default=None, help="also write the results as JSON")
     p.add_argument("--markdown", metavar="OUT.md", default=None, help="also write the table as Markdown")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per batch (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="frames per batch (default 16)")
     p.add_argument("--no-faces", dest="faces", action="store_false",
                    help="skip the dlib metrics (AKD, AED, pose error)")
     p.add_argument("--no-vmaf", dest="vmaf", action="store_false", help="skip VMAF")
@@ -21,6 +23,17 @@ def add_metric_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-weights", metavar="FILE", default=None,
                    help="InceptionV3 state dict in torchvision key layout (e.g. pytorch-fid's pt_inception) for FID")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+
+def metric_inputs(args) -> dict:
+    """The weight files of the metric options, as inputs no output may overwrite."""
+    return {"--lpips-backbone": args.lpips_backbone, "--lpips-heads": args.lpips_heads,
+            "--fid-weights": args.fid_weights}
+
+
+def metric_outputs(args) -> dict:
+    """--json and --markdown, for :func:`facevid2vid.outputs.check_outputs`."""
+    return {"--json": (args.json, "json"), "--markdown": (args.markdown, "markdown")}
 
 
 def metric_options(args, device: str = "cpu"):
@@ -46,8 +59,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from facevid2vid.metrics.evaluate import evaluate_videos, format_markdown, format_table, write_json
+    from facevid2vid.outputs import check_outputs, write_text
     from facevid2vid.video_io import load_source
 
+    check_outputs(metric_outputs(args), {"--reference": args.reference, "--generated": args.generated,
+                                         "--source": args.source, **metric_inputs(args)})
     source = load_source(args.source) if args.source else None
     result = evaluate_videos(args.reference, args.generated, source=source, options=metric_options(args))
     columns = {"generated vs reference": result}
@@ -57,8 +73,6 @@ def run(args) -> int:
                                "source": args.source, "result": result.to_dict()})
         print(f"evaluate: wrote {args.json}")
     if args.markdown:
-        from pathlib import Path
-
-        Path(args.markdown).write_text(format_markdown(columns) + "\n")
+        write_text(args.markdown, format_markdown(columns) + "\n")
         print(f"evaluate: wrote {args.markdown}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from facevid2vid.cli._common import int_range, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -18,14 +20,14 @@ def register(sub) -> None:
                     "evaluation clips are refused by name.")
     p.add_argument("--input", required=True, metavar="RAW_DIR_OR_VIDEO")
     p.add_argument("--output", required=True, metavar="DATA_DIR")
-    p.add_argument("--size", type=int, default=256, help="side of the square clips in pixels (default 256)")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="inputs processed in parallel (default 1)")
+    p.add_argument("--size", type=int_range(16, 4096), default=256, help="side of the square clips in pixels (default 256)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="inputs processed in parallel (default 1)")
     p.add_argument("--frames", default=None, metavar="START:END",
                    help="use only frames [START, END) of every input, e.g. 0:3600 for a training split")
-    p.add_argument("--min-frames", type=int, default=32, metavar="N", help="shortest clip kept (default 32)")
-    p.add_argument("--max-frames", type=int, default=256, metavar="N", help="longer clips are split (default 256)")
-    p.add_argument("--min-face", type=int, default=40, metavar="PX", help="smallest face side in source pixels")
-    p.add_argument("--detect-every", type=int, default=4, metavar="N", help="run the detector every N frames")
+    p.add_argument("--min-frames", type=int_range(2), default=32, metavar="N", help="shortest clip kept (default 32)")
+    p.add_argument("--max-frames", type=int_range(2), default=256, metavar="N", help="longer clips are split (default 256)")
+    p.add_argument("--min-face", type=positive_int, default=40, metavar="PX", help="smallest face side in source pixels")
+    p.add_argument("--detect-every", type=positive_int, default=4, metavar="N", help="run the detector every N frames")
     p.add_argument("--no-pose", dest="poses", action="store_false", help="skip the head-pose teacher")
     p.add_argument("--stills", action="store_true",
                    help="every image is a still photo (one clip per face), not a frame of a video")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from facevid2vid.cli._common import add_crop_arg, add_model_args, add_smoothing_args, report, smoothing_settings
+from facevid2vid.outputs import VIDEO_OUTPUT_HELP
 
 
 def register(sub) -> None:
@@ -9,7 +10,7 @@ def register(sub) -> None:
                        description="Same-identity reconstruction: the first frame is the source; each frame's "
                                    "pose and expression drive it (absolute motion).")
     p.add_argument("--video", required=True, metavar="VIDEO")
-    p.add_argument("--output", required=True, metavar="OUT.mp4")
+    p.add_argument("--output", required=True, metavar="OUT.mp4", help=VIDEO_OUTPUT_HELP)
     p.add_argument("--reference-output", metavar="REF.mp4", default=None,
                    help="also write the cropped, resized input frames (to compare like with like)")
     add_smoothing_args(p)

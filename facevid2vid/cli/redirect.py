@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from facevid2vid.cli._common import add_crop_arg, add_model_args, add_view_args, report
+from facevid2vid.outputs import VIDEO_OUTPUT_HELP
 
 
 def register(sub) -> None:
@@ -9,7 +10,8 @@ def register(sub) -> None:
                        description="Free-view redirection: R <- R_u R (or R = I with --frontalize). "
                                    "An image in gives a PNG out; a video in gives a video out.")
     p.add_argument("--source", required=True, metavar="IMG_OR_VIDEO")
-    p.add_argument("--output", required=True, metavar="OUT")
+    p.add_argument("--output", required=True, metavar="OUT",
+                   help="an image (.png, .jpg, .jpeg, .bmp, .webp) for a photo; for a video, " + VIDEO_OUTPUT_HELP)
     add_view_args(p)
     add_model_args(p)
     add_crop_arg(p)

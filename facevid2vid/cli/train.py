@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from facevid2vid.cli._common import add_device_arg, nonnegative_int, positive_int
 from facevid2vid.config import PRESETS
 
 
@@ -17,17 +18,17 @@ def register(sub) -> None:
     which.add_argument("--config", metavar="FILE", help="experiment YAML (model preset/overrides, losses, schedule)")
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="output folder of `facevid2vid prepare`")
     p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, TensorBoard")
-    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N steps (default: config)")
+    p.add_argument("--max-steps", type=nonnegative_int, default=None, metavar="N", help="stop after N steps (default: config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in RUN_DIR")
     p.add_argument("--init-from", metavar="CKPT", default=None,
                    help="start from another checkpoint's weights (e.g. 256 -> 512 fine-tune)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per process and step")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="data loader workers per process")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="steps between checkpoints")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="images per process and step")
+    p.add_argument("--workers", type=nonnegative_int, default=None, metavar="N", help="data loader workers per process")
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=None, metavar="N", help="steps between checkpoints")
     p.add_argument("--vgg19", metavar="FILE", default=None,
                    help="torchvision-format VGG19 state dict for the perceptual loss (else multi-scale L1 + SSIM)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--seed", type=nonnegative_int, default=None)
+    add_device_arg(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -38,6 +39,9 @@ def build_config(args: argparse.Namespace):
     from facevid2vid.errors import InputError
 
     if args.config:
+        from facevid2vid.validation import regular_file
+
+        regular_file(args.config, "config file")
         try:
             cfg = load_train_config(args.config)
         except FileNotFoundError:
@@ -51,21 +55,27 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, attr, value)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise InputError(f"bad training settings{f' in {args.config}' if args.config else ''}: {exc}") from None
     return cfg
 
 
 def run(args: argparse.Namespace) -> int:
+    from facevid2vid.outputs import check_outputs
     from facevid2vid.training import distributed
     from facevid2vid.training.trainer import Trainer
 
+    check_outputs({"--output": (args.output, "folder")}, {"--data": args.data, "--config": args.config,
+                                                          "--init-from": args.init_from, "--vgg19": args.vgg19})
     cfg = build_config(args)
     try:
         trainer = Trainer(cfg, args.data, args.output, device=args.device, resume=args.resume,
                           init_from=args.init_from, progress=args.progress)
         step = trainer.fit(cfg.max_steps)
         if trainer.info.is_main:
-            latest = trainer.latest_checkpoint()
-            print(f"train: stopped at step {step}; checkpoint {trainer.ckpt_dir / latest['model']}")
+            print(f"train: stopped at step {step}; checkpoint {trainer.ckpt_dir / f'step_{step:08d}.safetensors'}")
     finally:
         distributed.destroy_process_group()
     return 0

@@ -314,12 +314,15 @@ def decode_frames(path: str | Path, animator) -> Iterator[np.ndarray]:
 def decode_file(input: str | Path, output: str | Path, checkpoint: str | None = None,
                 device: str | None = None, animator=None) -> DecodeResult:
     """Decode ``input`` (.fv2v) into a video at ``output``; validates the whole stream first."""
+    from facevid2vid.outputs import check_distinct, check_output
     from facevid2vid.video_io import write_video
 
     start = time.perf_counter()
-    path = Path(input)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    check_output(output, "video")
+    check_distinct({"--output": output}, {"--input": input, "--checkpoint": checkpoint})
+    from facevid2vid.validation import regular_file
+
+    path = regular_file(input, ".fv2v stream")  # a FIFO is refused, not read forever
     with open(path, "rb") as f:
         header = read_stream_header(f)
     if animator is None:

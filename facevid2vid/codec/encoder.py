@@ -408,10 +408,13 @@ def encode_file(input: str | Path, output: str | Path, checkpoint: str | None = 
 
     from facevid2vid.errors import NoFaceError
     from facevid2vid.face.crop import prepare_frames
+    from facevid2vid.outputs import atomic_open, check_distinct, check_output
     from facevid2vid.pipeline import load_animator
     from facevid2vid.video_io import is_image_path, read_video
 
     t0 = time.perf_counter()
+    output = check_output(output, "fv2v")
+    check_distinct({"--output": output}, {"--input": input, "--checkpoint": checkpoint})
     settings = settings or EncoderSettings()
     settings.validate()
     if is_image_path(input):
@@ -423,21 +426,14 @@ def encode_file(input: str | Path, output: str | Path, checkpoint: str | None = 
     except NoFaceError as exc:
         raise NoFaceError(f"{exc}; pass --no-crop to use the frames as they are") from None
     encoder = Encoder(animator, fps, settings)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".part")
-    try:
-        with open(tmp, "wb") as f, tqdm(total=len(frames), desc="encode", unit="frame", disable=not progress,
-                                         leave=False) as bar:
-            f.write(encoder.header_bytes())
-            for i in range(0, len(frames), CHUNK):
-                present = face_presence(raw[i:i + CHUNK], box) if box is not None else None
-                for packet in encoder.encode(frames[i:i + CHUNK], present):
-                    f.write(packet)
-                bar.update(len(frames[i:i + CHUNK]))
-            for packet in encoder.finish():
+    with atomic_open(output, "wb") as f, tqdm(total=len(frames), desc="encode", unit="frame",
+                                              disable=not progress, leave=False) as bar:
+        f.write(encoder.header_bytes())
+        for i in range(0, len(frames), CHUNK):
+            present = face_presence(raw[i:i + CHUNK], box) if box is not None else None
+            for packet in encoder.encode(frames[i:i + CHUNK], present):
                 f.write(packet)
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+            bar.update(len(frames[i:i + CHUNK]))
+        for packet in encoder.finish():
+            f.write(packet)
     return EncodeResult(output, encoder.stats, time.perf_counter() - t0)

@@ -106,10 +106,9 @@ def load_index(data_dir: str | Path) -> DataIndex:
 
 def save_index(data_dir: str | Path, index: DataIndex) -> None:
     """Write the index atomically (temporary file, then rename)."""
-    path = Path(data_dir) / INDEX_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(index.to_dict(), indent=1))
-    tmp.replace(path)
+    from facevid2vid.outputs import write_text
+
+    write_text(Path(data_dir) / INDEX_NAME, json.dumps(index.to_dict(), indent=1))
 
 
 # ---------------------------------------------------------------------------

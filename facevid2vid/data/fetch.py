@@ -306,16 +306,10 @@ def _is_cached(path: Path, sha: str) -> bool:
     return path.is_file() and sha256_file(path) == sha
 
 
-def _part(dest: Path) -> Path:
-    """A temporary name next to ``dest``, unique per process (parallel fetches do not collide)."""
-    return dest.with_name(f".{dest.name}.{os.getpid()}.part")
-
-
 def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _part(dest)
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
+    from facevid2vid.outputs import write_bytes
+
+    write_bytes(dest, data)
 
 
 def _reader(archive: Archive, path: Path) -> Callable[[str], bytes]:
@@ -402,11 +396,9 @@ def _from_user_files(archive: Archive, missing: list[Member], from_dir: Path, ca
         good = [c for c in candidates if sha256_file(c) == m.sha256]
         if not good:
             _check(sha256_file(candidates[0]), m.sha256, str(candidates[0]))
-        dest = cache / m.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _part(dest)
-        shutil.copyfile(good[0], tmp)
-        os.replace(tmp, dest)
+        from facevid2vid.outputs import copy_file
+
+        copy_file(good[0], cache / m.name)
     if len(left) < len(missing):
         _status(f"copied {len(missing) - len(left)} file(s) of {archive.spec} from {from_dir}", quiet)
     return left

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from facevid2vid.data.dataset import (CLIPS_DIR, REPORT_NAME, ClipRecord, DataIndex, load_index, save_index)
 from facevid2vid.data.fetch import never_train_reason
 from facevid2vid.errors import FaceVid2VidError, InputError
+from facevid2vid.outputs import check_outputs, replace_dir, write_text
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -365,9 +366,8 @@ class _ClipWriter:
         if self.count != self.record.num_frames:
             raise InputError(f"{self.record.source}: expected {self.record.num_frames} frames for clip "
                              f"{self.record.id}, read {self.count}")
-        (self.tmp / CLIP_META).write_text(json.dumps({"options": opts_key, "record": self.record.to_dict()}))
-        shutil.rmtree(self.final, ignore_errors=True)
-        self.tmp.rename(self.final)
+        write_text(self.tmp / CLIP_META, json.dumps({"options": opts_key, "record": self.record.to_dict()}))
+        replace_dir(self.tmp, self.final)  # the previous clip stays until the new one is in place
         return self.record
 
 
@@ -555,6 +555,7 @@ def prepare(input_path: str | Path, output: str | Path, opts: PrepareOptions | N
     ``stills``: every image is a still photo (see :func:`find_sources`); ``allow_evaluation``
     lets the evaluation clips through (tool checks only; held-out stills never are).
     """
+    check_outputs({"--output": (output, "folder")}, {"--input": input_path})
     opts = opts or PrepareOptions()
     opts.validate()
     out_dir = Path(output)
@@ -599,7 +600,5 @@ def prepare(input_path: str | Path, output: str | Path, opts: PrepareOptions | N
         order = {str(s.path): i for i, s in enumerate(sources)}
         results.sort(key=lambda r: order.get(r.source, len(order)))
         report = PrepareReport(out_dir, results)
-        tmp = out_dir / f".{REPORT_NAME}.tmp"
-        tmp.write_text(json.dumps(report.to_dict(), indent=1))
-        tmp.replace(out_dir / REPORT_NAME)
+        write_text(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=1))
     return report

@@ -400,9 +400,9 @@ def format_benchmark_markdown(result: BenchmarkResult) -> str:
 
 def write_benchmark(result: BenchmarkResult, json_path: str | None = None, markdown_path: str | None = None) -> None:
     from facevid2vid.metrics.evaluate import write_json
+    from facevid2vid.outputs import write_text
 
     if json_path:
         write_json(json_path, result.to_dict())
     if markdown_path:
-        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_path).write_text(format_benchmark_markdown(result))
+        write_text(markdown_path, format_benchmark_markdown(result))

@@ -362,7 +362,7 @@ def _notes(results: dict[str, EvaluationResult]) -> list[str]:
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(payload, indent=2, allow_nan=False))
-    return p
+    """Write ``payload`` as JSON, atomically."""
+    from facevid2vid.outputs import write_text
+
+    return write_text(path, json.dumps(payload, indent=2, allow_nan=False))

@@ -49,9 +49,9 @@ _VGG16_TAPS = (3, 8, 15, 22, 29)
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} from .safetensors or a weights_only torch file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"weights file not found: {path}")
+    from facevid2vid.validation import regular_file
+
+    path = regular_file(path, "weights file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from facevid2vid.data.fetch import Archive, _download, _find, _part, _reader, _status, sha256_file, _check
+from facevid2vid.data.fetch import Archive, _download, _find, _reader, _status, sha256_file, _check
 from facevid2vid.errors import CheckpointError, DataError
 from facevid2vid.perception.registry import CONVERTER_VERSION, NETWORKS, convert_network, network_path, spec
 
@@ -102,15 +102,14 @@ def _archive_path(archive: Archive, from_dir: Path | None, tmp: Path, quiet: boo
 def _convert_to_file(name: str, read, dest: Path) -> None:
     from safetensors.torch import save_file
 
+    from facevid2vid.checkpoint import CHECKSUM_KEY, tensor_checksum
+    from facevid2vid.outputs import atomic_path
+
     state = convert_network(name, read)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _part(dest)
-    try:
-        save_file(state, str(tmp), metadata={"provenance": json.dumps(_provenance(name))})
+    meta = {"provenance": json.dumps(_provenance(name)), CHECKSUM_KEY: tensor_checksum(state)}
+    with atomic_path(dest) as tmp:
+        save_file(state, str(tmp), metadata=meta)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fetch_weights(cache: str | os.PathLike | None = None, from_dir: str | os.PathLike | None = None,

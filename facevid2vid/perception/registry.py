@@ -101,17 +101,22 @@ def freeze(net: nn.Module) -> nn.Module:
 def load_network(name: str, cache: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                  path: str | os.PathLike | None = None) -> nn.Module:
     """The converted network ``name`` from the cache (or ``path``), frozen, on ``device``."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
+
+    from facevid2vid.checkpoint import CHECKSUM_KEY, check_tensors
 
     file = Path(path) if path is not None else network_path(name, cache)
     if not file.is_file():
         raise CheckpointError(f"perception network {name} not found at {file}: "
                               f"run `facevid2vid weights fetch` (or `facevid2vid data fetch`)")
     try:
+        with safe_open(str(file), framework="pt") as f:
+            expected = (f.metadata() or {}).get(CHECKSUM_KEY)  # caches converted before it have none
         state = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {file}: {exc}; delete it and run `facevid2vid weights fetch`") from None
+    check_tensors(file, state, expected)
     net = build_network(name)
     try:
         net.load_state_dict(state, strict=True)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from facevid2vid.errors import UsageError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,10 +40,15 @@ def pick_device(requested: str | None, info: DistInfo) -> torch.device:
     """``requested`` (cpu, cuda, cuda:N) or the best available; each rank gets its local GPU."""
     if requested in (None, "auto"):
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"--device {requested!r} is not a device: choose cpu, cuda (or cuda:N) or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {requested!r}: choose cpu, cuda (or cuda:N) or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("CUDA was requested but is not available")
+            raise UsageError(f"--device {requested} was asked for but no CUDA device is available: use cpu or auto")
         if device.index is None:
             device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)

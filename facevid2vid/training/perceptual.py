@@ -48,9 +48,9 @@ def _build_features(layout: list) -> tuple[nn.Sequential, list[int]]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A user-supplied state dict: ``.safetensors``, or a torch file read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
+    from facevid2vid.validation import regular_file
+
+    path = regular_file(path, "weights file", CheckpointError)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

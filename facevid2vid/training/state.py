@@ -3,6 +3,7 @@
 The project keeps pickles out of its own files: tensors go into safetensors, the rest of a
 nested state (dicts with int keys, tuples, numbers, strings) into its JSON metadata, with
 each tensor replaced by a reference. Reading it back rebuilds the same Python structure.
+The metadata also holds the sha256 of the tensor data (``facevid2vid_sha256``), checked on load.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from facevid2vid.checkpoint import CHECKSUM_KEY, check_tensors, tensor_checksum
 from facevid2vid.errors import CheckpointError
+from facevid2vid.validation import regular_file
+from facevid2vid.outputs import atomic_path
 
 _META_KEY = "facevid2vid_trainer_state"
 
@@ -57,24 +61,31 @@ def save_state(path: str | Path, state: dict) -> None:
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     meta = json.dumps(_encode(state, tensors))
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: meta})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: meta, CHECKSUM_KEY: tensor_checksum(tensors)})
 
 
 def load_state(path: str | Path) -> dict:
     """Read a file written by :func:`save_state`; CheckpointError when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"trainer state not found: {path}")
+    path = regular_file(path, "trainer state", CheckpointError)
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            meta = (f.metadata() or {}).get(_META_KEY)
+            metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
-        raise CheckpointError(f"cannot read trainer state {path}: {exc}") from None
+        raise CheckpointError(f"cannot read trainer state {path}: {_first_line(exc)}") from None
+    meta = metadata.get(_META_KEY)
     if meta is None:
         raise CheckpointError(f"{path} is not a facevid2vid trainer state")
-    return _decode(json.loads(meta), tensors)
+    check_tensors(path, tensors, metadata.get(CHECKSUM_KEY))
+    try:
+        return _decode(json.loads(meta), tensors)
+    except (ValueError, KeyError, TypeError) as exc:  # bad JSON, a missing tensor, a wrong shape of entry
+        raise CheckpointError(f"{path}: the trainer state's structure is damaged ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from facevid2vid.checkpoint import load_checkpoint, save_checkpoint
 from facevid2vid.config import TrainConfig, save_train_config
+from facevid2vid.outputs import write_text
 from facevid2vid.data.dataset import InfiniteShardedSampler, PairDataset
 from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
@@ -123,18 +124,14 @@ class Trainer:
         # per-rank randomness of the training step (equivariance warps)
         self.rng = torch.Generator().manual_seed(cfg.seed * 1000 + self.info.rank)
 
-        latest = self.latest_checkpoint()
-        if latest is not None and not resume:
-            raise InputError(f"{self.output_dir} already holds checkpoints (step {latest.get('step')}): "
-                             f"pass --resume to continue, or choose another --output")
-        if resume and latest is not None:
-            self.load(latest)
-            if init_from is not None:
-                self.log(f"--resume found a checkpoint: --init-from {init_from} is ignored")
+        if not resume and self._holds_checkpoints():
+            raise InputError(f"{self.output_dir} already holds checkpoints: pass --resume to continue, "
+                             f"or choose another --output")
+        resumed = self._resume() if resume else False
+        if resumed and init_from is not None:
+            self.log(f"--resume found a checkpoint: --init-from {init_from} is ignored")
         elif init_from is not None:
             self.init_from(init_from)
-        if resume and latest is None:
-            self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from step 0")
 
         gen_obj = GeneratorObjective(self.model, self.disc, cfg, self.perceptual, self.identity)
         disc_obj = DiscriminatorObjective(self.disc, cfg)
@@ -367,7 +364,7 @@ class Trainer:
         """All ranks must hold the same weights; fail loudly if DDP let them drift."""
         digest = D.parameter_digest(self.model, self.disc)
         if os.environ.get(DIGEST_ENV):
-            (self.output_dir / f"param_digest.rank{self.info.rank}.txt").write_text(digest + "\n")
+            write_text(self.output_dir / f"param_digest.rank{self.info.rank}.txt", digest + "\n")
         if self.info.enabled:
             digests = D.gather_strings(digest, self.device)
             if len(set(digests)) != 1:
@@ -377,13 +374,84 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def latest_checkpoint(self) -> dict | None:
+        """What ``latest.json`` names ({step, model, state}); None without one; CheckpointError if malformed."""
         path = self.ckpt_dir / LATEST
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{path} is corrupt; remove it to start over") from None
+            entry = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{path} is malformed (not JSON)") from None
+        names_ok = isinstance(entry, dict) and all(
+            isinstance(entry.get(k), str) and entry[k] and Path(entry[k]).name == entry[k] for k in ("model", "state"))
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if not names_ok or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{path} is malformed (expected step, model and state of one checkpoint)")
+        return entry
+
+    def _step_files(self) -> dict[int, list[Path]]:
+        """Step checkpoint files in the run, by step (model and state files, complete pairs or not)."""
+        found: dict[int, list[Path]] = {}
+        for path in self.ckpt_dir.glob("step_*.safetensors"):
+            digits = path.name[len("step_"):].split(".")[0]
+            if digits.isdigit():
+                found.setdefault(int(digits), []).append(path)
+        return found
+
+    def _holds_checkpoints(self) -> bool:
+        return (self.ckpt_dir / LATEST).exists() or bool(self._step_files())
+
+    def _resume_candidates(self) -> tuple[list[dict], list[str], int | None]:
+        """(checkpoint entries newest first, problems found so far, the step latest.json names)."""
+        problems: list[str] = []
+        try:
+            latest = self.latest_checkpoint()
+        except CheckpointError as exc:
+            latest, problems = None, [str(exc)]
+        entries = {step: {"step": step, "model": f"step_{step:08d}.safetensors",
+                          "state": f"step_{step:08d}.state.safetensors"} for step in self._step_files()}
+        if latest is not None:
+            entries[latest["step"]] = latest
+        return [entries[s] for s in sorted(entries, reverse=True)], problems, None if latest is None else latest["step"]
+
+    def _resume(self) -> bool:
+        """Continue from the newest usable checkpoint; False when the run has none at all.
+
+        A malformed ``latest.json`` or a damaged pair falls back to the next older pair, with a
+        message; step files newer than the one resumed from are renamed ``*.unusable`` so that
+        nothing overwrites them. With checkpoints but none usable: CheckpointError (never step 0).
+        """
+        candidates, problems, named = self._resume_candidates()
+        if not candidates and not problems:
+            self.log(f"--resume: no checkpoint in {self.ckpt_dir}, starting from step 0")
+            return False
+        for entry in candidates:
+            try:
+                self.load(entry)
+            except _OtherArchitecture:
+                raise
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                continue
+            if problems or entry["step"] != named:
+                why = "; ".join(problems) or (f"{LATEST} names step {named}" if named is not None else f"no {LATEST}")
+                self.log(f"--resume: {why}; resumed from the newest valid checkpoint, step {entry['step']}")
+            self._set_aside_newer(entry["step"])
+            return True
+        raise CheckpointError(f"--resume: no usable checkpoint in {self.ckpt_dir} ({'; '.join(problems[:3])}); "
+                              f"move the run folder away to start again from step 0")
+
+    def _set_aside_newer(self, step: int) -> None:
+        """Rename step files newer than ``step`` (unusable ones) to ``*.unusable``: kept, never overwritten."""
+        D.barrier()
+        newer = sorted(p for s, paths in self._step_files().items() if s > step for p in paths)
+        if self.info.is_main:
+            for path in newer:
+                os.replace(path, path.with_name(path.name + ".unusable"))
+        if newer:
+            self.log(f"--resume: set aside unusable newer checkpoint files as *.unusable: "
+                     f"{', '.join(p.name for p in newer)}")
+        D.barrier()
 
     def _rng_state(self) -> dict:
         state = {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -421,9 +489,7 @@ class Trainer:
             "samples_per_rank": self.step * self.cfg.batch_size,
         })
         latest = {"step": self.step, "model": model_path.name, "state": state_path.name}
-        tmp_latest = self.ckpt_dir / f".{LATEST}.tmp"
-        tmp_latest.write_text(json.dumps(latest))
-        os.replace(tmp_latest, self.ckpt_dir / LATEST)
+        write_text(self.ckpt_dir / LATEST, json.dumps(latest))
         self._prune(keep={model_path.name, state_path.name})
         self.log(f"checkpoint {model_path}")
         D.barrier()
@@ -451,27 +517,37 @@ class Trainer:
             old.with_name(old.name.replace(".safetensors", ".state.safetensors")).unlink(missing_ok=True)
 
     def load(self, latest: dict) -> None:
-        """Continue from a checkpoint of this run: weights, optimizers, schedules, step, RNG."""
+        """Continue from a checkpoint of this run: weights, optimizers, schedules, step, RNG.
+
+        Everything is checked first (checksums, finite weights, the state's structure and shapes);
+        a damaged pair raises CheckpointError naming the file.
+        """
         model_path = self.ckpt_dir / latest["model"]
         model, disc = load_checkpoint(model_path, device="cpu", with_discriminator=True)
         if model.cfg.to_dict() != self.cfg.model.to_dict():
-            raise CheckpointError(f"{model_path} was trained with model config {model.cfg.name!r} "
-                                  f"differing from this run's; use --init-from to start a new run from it")
+            raise _OtherArchitecture(f"{model_path} was trained with model config {model.cfg.name!r} "
+                                     f"differing from this run's; use --init-from to start a new run from it")
+        state_path = self.ckpt_dir / latest["state"]
+        state = load_state(state_path)
+        _check_trainer_state(state_path, state, latest["step"], {"opt_g": self.opt_g, "opt_d": self.opt_d})
+        try:
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_g.load_state_dict(state["sched_g"])
+            self.sched_d.load_state_dict(state["sched_d"])
+            rngs = state["rng"]
+            if len(rngs) == self.info.world_size:
+                self._set_rng_state(rngs[self.info.rank])
+            else:
+                self.log(f"checkpoint made with {len(rngs)} processes, now {self.info.world_size}: RNG reseeded")
+                seed_everything(self.cfg.seed + int(state["step"]))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(f"{state_path}: the trainer state is damaged ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from None
         self.model.load_state_dict(model.state_dict())
         self.disc.load_state_dict(disc.state_dict())
-        state = load_state(self.ckpt_dir / latest["state"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.sched_g.load_state_dict(state["sched_g"])
-        self.sched_d.load_state_dict(state["sched_d"])
         self.step = int(state["step"])
         self._loaded_step = self.step
-        rngs = state["rng"]
-        if len(rngs) == self.info.world_size:
-            self._set_rng_state(rngs[self.info.rank])
-        else:
-            self.log(f"checkpoint made with {len(rngs)} processes, now {self.info.world_size}: RNG reseeded")
-            seed_everything(self.cfg.seed + self.step)
         self.log(f"resumed from {model_path} at step {self.step}")
 
     def init_from(self, path: str | Path) -> None:
@@ -490,6 +566,44 @@ class Trainer:
             raise CheckpointError(f"--init-from {path}: no tensor matches this model ({self.cfg.model.name})")
         self.log(f"initialised from {path} ({src.cfg.name}, {src.cfg.image_size}px): {loaded} tensors"
                  + (f", skipped {len(skipped)} with other shapes: {', '.join(skipped[:8])}" if skipped else ""))
+
+
+class _OtherArchitecture(CheckpointError):
+    """The run's checkpoint was made for another model config: no fallback, the user must choose."""
+
+
+def _check_trainer_state(path: Path, state, step: int, optimizers: dict) -> None:
+    """CheckpointError unless ``state`` has the trainer's keys, the right step and optimizer shapes."""
+    keys = ("step", "opt_g", "opt_d", "sched_g", "sched_d", "rng")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise CheckpointError(f"{path}: not a complete trainer state (expected {', '.join(keys)})")
+    if state["step"] != step:
+        raise CheckpointError(f"{path}: holds step {state['step']!r}, its checkpoint is step {step}")
+    if not isinstance(state["rng"], list) or not state["rng"] or not all(isinstance(r, dict) for r in state["rng"]):
+        raise CheckpointError(f"{path}: the RNG states are damaged")
+    for name, opt in optimizers.items():
+        problem = _optimizer_state_problem(opt, state[name])
+        if problem:
+            raise CheckpointError(f"{path}: optimizer state {name} does not fit the model: {problem}")
+
+
+def _optimizer_state_problem(opt: torch.optim.Optimizer, saved) -> str | None:
+    """What is wrong with a saved optimizer state dict for ``opt`` (None when it fits)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or \
+            not isinstance(saved.get("param_groups"), list):
+        return "not an optimizer state"
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if len(saved["param_groups"]) != len(opt.param_groups) or any(
+            not isinstance(g, dict) or len(g.get("params", ())) != len(o["params"])
+            for g, o in zip(saved["param_groups"], opt.param_groups)):
+        return "parameter groups differ"
+    for index, entry in saved["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(entry, dict):
+            return f"entry {index!r} names no parameter"
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
+                return f"{key} of parameter {index} is {tuple(value.shape)}, expected {tuple(params[index].shape)}"
+    return None
 
 
 def _ignore_sigint(worker_id: int) -> None:

@@ -44,6 +44,59 @@ def _animate(animator: Animator, source: np.ndarray, frames: np.ndarray, mode: s
     return to_uint8(animator.animate(to_tensor(frames), mode=mode))
 
 
+@dataclass
+class _Demo:
+    """What every part of the demo needs: the model, the sample files, where to write, how much."""
+
+    animator: Animator
+    samples: object
+    out: Path
+    num_frames: int
+    columns: int
+
+    @property
+    def size(self) -> int:
+        return self.animator.image_size
+
+    def frames(self, video, start: int = 0):
+        return load_driving_frames(video, self.size, start=start, max_frames=self.num_frames)
+
+    def part(self, title: str, name: str, result, fps, source, driving) -> DemoPart:
+        """Write ``result`` as the video ``name``; its contact-sheet rows."""
+        write_video(self.out / name, result, fps)
+        return DemoPart(title, self.out / name, 0, source, driving, _pick(result, self.columns))
+
+
+def _reconstruction(d: _Demo) -> DemoPart:
+    frames, fps = d.frames(d.samples.franck, start=VALIDATION_SPLIT[0].start)
+    result = _animate(d.animator, frames[0], frames, mode="absolute")
+    return d.part("same-identity reconstruction", "reconstruction.mp4", result, fps, [frames[0]] * d.columns,
+                  _pick(frames, d.columns))
+
+
+def _cross_identity(d: _Demo, source: np.ndarray) -> DemoPart:
+    frames, fps = d.frames(d.samples.cap13)
+    result = _animate(d.animator, source, frames, mode="relative")
+    return d.part("cross-identity (relative motion), a face never trained on", "cross_identity.mp4", result, fps,
+                  [source] * d.columns, _pick(frames, d.columns))
+
+
+def _yaw_sweep(d: _Demo, source: np.ndarray, name: str, title: str) -> DemoPart:
+    angles = np.linspace(-30, 30, d.num_frames // 2)
+    motion = d.animator.set_source(to_tensor(source)).motion  # F, L, H/Delta once for the whole sweep
+    result = [to_uint8(d.animator.render(motion, yaw=float(a)))[0] for a in angles]
+    write_video(d.out / name, result, 24)
+    shown = _pick(list(range(len(angles))), d.columns)
+    return DemoPart(title, d.out / name, 0, [source] * d.columns, [source] * d.columns,
+                    [result[i] for i in shown], [f"yaw {angles[i]:+.0f}" for i in shown])
+
+
+def _frontalize(d: _Demo) -> DemoPart:
+    frames, fps = d.frames(d.samples.cap13)
+    result = to_uint8(d.animator.redirect(to_tensor(frames), frontalize=True))
+    return d.part("frontalization", "frontalized.mp4", result, fps, _pick(frames, d.columns), _pick(frames, d.columns))
+
+
 def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint: str | None = None,
              num_frames: int = 96, columns: int = 5, log=print) -> list[DemoPart]:
     """Write the demo videos and ``contact_sheet.png`` into ``output``; returns what was written."""
@@ -54,64 +107,26 @@ def run_demo(output: str | Path = "demo", device: str | None = None, checkpoint:
     t0 = time.perf_counter()
     samples = fetch_samples()
     log(f"samples ready in {time.perf_counter() - t0:.1f} s")
-    animator = load_animator(checkpoint, device)
-    size = animator.image_size
-    parts: list[DemoPart] = []
-    val_start = VALIDATION_SPLIT[0].start
+    d = _Demo(load_animator(checkpoint, device), samples, out, num_frames, columns)
     # the "photo" of franck: one validation frame, cropped on its own
-    franck_photo = load_driving_frames(samples.franck, size, start=val_start + 400, max_frames=1)[0][0]
+    franck_photo = load_driving_frames(samples.franck, d.size, start=VALIDATION_SPLIT[0].start + 400,
+                                       max_frames=1)[0][0]
     # held-out stills (data.fetch.HELD_OUT_STILLS): faces the model never saw in training
-    still_a, still_b = (load_source_image(p, size) for p in samples.held_out_stills()[:2])
-
-    def timed(name, fn):
-        start = time.perf_counter()
-        part = fn()
-        part.seconds = time.perf_counter() - start
-        log(f"{name}: wrote {part.path} in {part.seconds:.1f} s")
-        parts.append(part)
-
-    def reconstruction():
-        frames, fps = load_driving_frames(samples.franck, size, start=val_start, max_frames=num_frames)
-        result = _animate(animator, frames[0], frames, mode="absolute")
-        path = out / "reconstruction.mp4"
-        write_video(path, result, fps)
-        return DemoPart("same-identity reconstruction", path, 0, [frames[0]] * columns, _pick(frames, columns),
-                        _pick(result, columns))
-
-    def cross_identity():
-        source = still_a
-        frames, fps = load_driving_frames(samples.cap13, size, max_frames=num_frames)
-        result = _animate(animator, source, frames, mode="relative")
-        path = out / "cross_identity.mp4"
-        write_video(path, result, fps)
-        return DemoPart("cross-identity (relative motion)", path, 0, [source] * columns, _pick(frames, columns),
-                        _pick(result, columns))
-
-    def yaw_sweep(source: np.ndarray, name: str, title: str):
-        angles = np.linspace(-30, 30, num_frames // 2)
-        motion = animator.set_source(to_tensor(source)).motion  # F, L, H/Delta once for the whole sweep
-        result = [to_uint8(animator.render(motion, yaw=float(a)))[0] for a in angles]
-        path = out / name
-        write_video(path, result, 24)
-        shown = _pick(list(range(len(angles))), columns)
-        return DemoPart(title, path, 0, [source] * columns, [source] * columns,
-                        [result[i] for i in shown], [f"yaw {angles[i]:+.0f}" for i in shown])
-
-    def frontalize():
-        frames, fps = load_driving_frames(samples.cap13, size, max_frames=num_frames)
-        result = to_uint8(animator.redirect(to_tensor(frames), frontalize=True))
-        path = out / "frontalized.mp4"
-        write_video(path, result, fps)
-        return DemoPart("frontalization", path, 0, _pick(frames, columns), _pick(frames, columns),
-                        _pick(result, columns))
-
+    still_a, still_b = (load_source_image(p, d.size) for p in samples.held_out_stills()[:2])
+    steps = [("reconstruction", lambda: _reconstruction(d)),
+             ("cross-identity", lambda: _cross_identity(d, still_a)),
+             ("yaw sweep", lambda: _yaw_sweep(d, franck_photo, "yaw_sweep.mp4", "free view: yaw -30..+30")),
+             ("yaw sweep (unseen face)", lambda: _yaw_sweep(d, still_b, "yaw_sweep_unseen.mp4",
+                                                            "free view of a face never trained on")),
+             ("frontalization", lambda: _frontalize(d))]
+    parts: list[DemoPart] = []
     with torch.inference_mode():
-        timed("reconstruction", reconstruction)
-        timed("cross-identity", cross_identity)
-        timed("yaw sweep", lambda: yaw_sweep(franck_photo, "yaw_sweep.mp4", "free view: yaw -30..+30"))
-        timed("yaw sweep (unseen face)", lambda: yaw_sweep(still_b, "yaw_sweep_unseen.mp4",
-                                                           "free view of a face never trained on"))
-        timed("frontalization", frontalize)
+        for name, make in steps:
+            start = time.perf_counter()
+            part = make()
+            part.seconds = time.perf_counter() - start
+            log(f"{name}: wrote {part.path} in {part.seconds:.1f} s")
+            parts.append(part)
     sheet = out / "contact_sheet.png"
     write_image(sheet, contact_sheet(parts))
     log(f"contact sheet: wrote {sheet}")

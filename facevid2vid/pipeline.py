@@ -56,9 +56,9 @@ def load_animator(checkpoint: str | None = None, device: str | None = None, batc
     return Animator(resolve_model(checkpoint, device=dev), device=dev, batch_size=batch_size)
 
 
-def _crop(frames: np.ndarray, size: int, crop: bool, what: str) -> np.ndarray:
+def _crop(frames: np.ndarray, size: int, crop: bool, what: str, photo: bool = False) -> np.ndarray:
     try:
-        cropped, _ = prepare_frames(frames, size, crop=crop)
+        cropped, _ = prepare_frames(frames, size, crop=crop, photo=photo)
     except NoFaceError as exc:
         raise NoFaceError(f"no face found in {what} ({exc}); pass --no-crop to use the frames as they are") from None
     return cropped
@@ -66,7 +66,7 @@ def _crop(frames: np.ndarray, size: int, crop: bool, what: str) -> np.ndarray:
 
 def load_source_image(path: str | Path, size: int, crop: bool = True) -> np.ndarray:
     """The source photo (or a video's first frame), face-cropped and resized: uint8 (size, size, 3)."""
-    return _crop(load_source(path)[None], size, crop, f"source {path}")[0]
+    return _crop(load_source(path)[None], size, crop, f"source {path}", photo=is_image_path(path))[0]
 
 
 def load_driving_frames(path: str | Path, size: int, crop: bool = True, start: int = 0,

@@ -143,3 +143,14 @@ def test_embeddings(samples, franck, blank):
     via68 = face_embedding(franck[0], landmarks=landmarks_68(franck[0]))
     assert embedding_distance(a, via68) < 0.3
     assert face_embedding(blank) is None
+
+
+def test_fit_inside_keeps_photo_crops_inside_the_picture():
+    from facevid2vid.face.crop import CropBox, fit_inside
+
+    inside = CropBox(10, 20, 50)
+    assert fit_inside(inside, 200, 200, 30) == inside  # already inside: unchanged
+    moved = fit_inside(CropBox(-15, 170, 50), 200, 200, 30)  # shifted back in, same size
+    assert moved == CropBox(0, 150, 50)
+    tight = fit_inside(CropBox(-40, -60, 260), 180, 220, 190)  # too big: shrinks, but not below min_side
+    assert tight.size == 190 and tight.x0 == -5 and 0 <= tight.y0 <= 220 - 190

@@ -320,13 +320,16 @@ def _clip_done(clip_dir: Path, opts_key: dict) -> ClipRecord | None:
 class _ClipWriter:
     """Frames of one clip into a temporary folder, renamed into place once complete."""
 
-    def __init__(self, out_dir: Path, record: ClipRecord, boxes: list[Box], opts: PrepareOptions):
-        from facevid2vid.face.crop import box_around
+    def __init__(self, out_dir: Path, record: ClipRecord, boxes: list[Box], opts: PrepareOptions,
+                 photo_size: tuple[int, int] | None = None):
+        from facevid2vid.face.crop import PHOTO_MIN_MARGIN, box_around, fit_inside
 
         self.record = record
         self.opts = opts
         self.face_boxes = boxes
         self.box = box_around(np.asarray(boxes), margin=opts.margin, shift=opts.shift)
+        if photo_size is not None:  # (width, height) of a still photo: keep the crop inside it
+            self.box = fit_inside(self.box, *photo_size, self.box.size * PHOTO_MIN_MARGIN / opts.margin)
         record.box = [float(self.box.x0), float(self.box.y0), float(self.box.size)]
         self.final = out_dir / CLIPS_DIR / record.id
         self.tmp = out_dir / CLIPS_DIR / f".{record.id}.tmp"
@@ -422,7 +425,7 @@ def _process_still(src: Source, out_dir: Path, opts: PrepareOptions, key: str) -
         if rec is None:
             rec = ClipRecord(id=cid, source=str(src.path), start=0, end=1, fps=0.0, size=opts.size, box=[],
                              identity=src.identity, poses=[], kind="still")
-            writer = _ClipWriter(out_dir, rec, [box], opts)
+            writer = _ClipWriter(out_dir, rec, [box], opts, photo_size=(image.shape[1], image.shape[0]))
             writer.add(image)
             rec, wrote = writer.finish(opts_key), True
         records.append(rec)

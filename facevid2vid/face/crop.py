@@ -17,6 +17,9 @@ from facevid2vid.errors import InputError, NoFaceError
 from facevid2vid.face.detect import detect_faces
 
 
+PHOTO_MIN_MARGIN = 1.3  # a photo's crop may shrink from 1.8 to 1.3 face sizes to stay inside the picture
+
+
 @dataclass(frozen=True)
 class CropBox:
     """A square ``size`` x ``size`` window at (x0, y0) in source pixels; it may extend past the frame."""
@@ -110,6 +113,25 @@ def box_around(face_boxes: np.ndarray, margin: float = 1.8, shift: float = 0.1,
     return CropBox(int(round(mx - size / 2)), int(round(my - size / 2)), size)
 
 
+def fit_inside(box: CropBox, width: int, height: int, min_side: float) -> CropBox:
+    """Move a square box inside a ``width`` x ``height`` photo, shrinking it (to no less than
+    ``min_side``) where the photo is too small.
+
+    For still photos cropped tight around a face (press crops): replicating the border over a
+    third of the crop makes streaks that no camera shows, while a slightly closer crop is
+    within what the model sees in training (zoomed still pairs, moving heads).
+    """
+    size = int(round(max(min(box.size, width, height), min(box.size, min_side))))
+    cx, cy = box.x0 + box.size / 2, box.y0 + box.size / 2
+
+    def place(centre: float, extent: int) -> int:
+        if size >= extent:
+            return int(round((extent - size) / 2))  # still too big: pad both sides evenly
+        return int(round(min(max(centre - size / 2, 0), extent - size)))
+
+    return CropBox(place(cx, width), place(cy, height), size)
+
+
 def steady_crop_box(frames, margin: float = 1.8, shift: float = 0.1, every: int = 5,
                     upsample: int | None = None, name: str = "the frames") -> CropBox:
     """One smoothed square crop box for a clip; NoFaceError("no face found in <name>") if none."""
@@ -160,12 +182,13 @@ def center_square(frames) -> np.ndarray:
 
 
 def prepare_frames(frames, size: int, crop: bool = True, name: str = "the frames",
-                   box: CropBox | None = None) -> tuple[np.ndarray, CropBox | None]:
+                   box: CropBox | None = None, photo: bool = False) -> tuple[np.ndarray, CropBox | None]:
     """Frames ready for the model: uint8 (N, size, size, 3) and the crop box used.
 
     With ``crop`` the steady face box of the clip is used (or ``box`` if given);
     without, the centred square of each frame is resized (the frames are taken to be
-    face crops already) and the box is None.
+    face crops already) and the box is None. A ``photo`` (one still image) has its box
+    fitted inside the picture (:func:`fit_inside`, down to ``PHOTO_MIN_MARGIN`` face sizes).
     """
     frames = _frames_array(frames)
     if not crop:
@@ -173,4 +196,6 @@ def prepare_frames(frames, size: int, crop: bool = True, name: str = "the frames
         return crop_frames(sq, CropBox(0, 0, sq.shape[1]), size), None
     if box is None:
         box = steady_crop_box(frames, name=name)
+        if photo:
+            box = fit_inside(box, frames.shape[2], frames.shape[1], box.size * PHOTO_MIN_MARGIN / 1.8)
     return crop_frames(frames, box, size), box

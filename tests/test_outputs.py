@@ -24,7 +24,7 @@ from facevid2vid.config import model_preset
 from facevid2vid.errors import InputError, OutputError
 from facevid2vid.models import FaceVid2Vid
 from facevid2vid.outputs import (Terminated, atomic_path, check_distinct, check_output, check_outputs, write_text)
-from facevid2vid.video_io import read_image, read_video, video_info, write_video
+from facevid2vid.video_io import read_image, read_video, write_video
 
 
 def _frames(n: int, size: int = 64) -> list[np.ndarray]:

@@ -29,7 +29,7 @@ from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.entropy import MotionEntropyCoder
 from facevid2vid.codec.keyframe import decode_image
 from facevid2vid.codec.quantize import Quantizer, QuantizerSteps, array_to_motion
-from facevid2vid.errors import BitstreamError, InputError
+from facevid2vid.errors import BitstreamError
 
 # what a live decoder reports for each packet
 STATUS_OK = "ok"

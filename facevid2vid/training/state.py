@@ -8,7 +8,6 @@ The metadata also holds the sha256 of the tensor data (``facevid2vid_sha256``), 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 

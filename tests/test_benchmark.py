@@ -89,3 +89,27 @@ def test_redirect_row_statistics():
 def test_benchmark_refuses_bad_inputs(samples, tmp_path, capsys):
     rc = main(["benchmark", "--checkpoint", str(tmp_path / "missing.safetensors"), "--video", str(samples.franck)])
     assert rc == 1 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cross_identity_rows_and_eval_size(samples, tiny_checkpoint):
+    still = samples.held_out_stills()[0]
+    result = run_benchmark(str(tiny_checkpoint), samples.franck, "cross-identity", max_frames=N, device="cpu",
+                           batch_size=4, options=_options(), sources=[str(still)], eval_size=96)
+    assert result.image_size == 96 and result.model_size == 64
+    (row,) = result.cross_identity
+    assert row.source == still.name and row.frames == N
+    assert row.frames_identity <= N and row.frames_pose <= N
+    from facevid2vid.metrics.benchmark import format_benchmark
+
+    text = format_benchmark(result)
+    assert "yaw corr." in text and "model at 64, output upscaled bicubic" in text
+
+
+def test_cross_identity_needs_a_source(samples, tiny_checkpoint):
+    from facevid2vid.errors import InputError
+
+    with pytest.raises(InputError, match="--source"):
+        run_benchmark(str(tiny_checkpoint), samples.franck, "cross-identity", max_frames=N, options=_options())
+    with pytest.raises(InputError, match="--source"):
+        run_benchmark(str(tiny_checkpoint), samples.franck, "reconstruction", max_frames=N, options=_options(),
+                      sources=["x.jpg"])

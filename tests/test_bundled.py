@@ -1,4 +1,7 @@
-"""The shipped checkpoint: it loads, and reconstructs real validation frames better than the no-motion baseline."""
+"""The shipped checkpoint: it loads, beats the no-motion baseline, and holds the figures of its model card."""
+import re
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -9,8 +12,19 @@ from facevid2vid.metrics.image import l1_error, psnr
 from facevid2vid.pipeline import load_driving_frames
 from facevid2vid.video_io import to_tensor
 
+MODEL_CARD = Path(__file__).resolve().parents[1] / "docs" / "model-card.md"
+PSNR_TOLERANCE = 0.3  # dB: a 1 dB regression fails
+L1_TOLERANCE = 0.05  # relative
 
-def test_bundled_checkpoint_beats_no_motion_baseline(samples):
+
+def card_figures(row: str) -> tuple[float, float]:
+    """(PSNR dB, L1) of a 'regression check' row of the model card."""
+    m = re.search(rf"\| regression check: {re.escape(row)} \| ([\d.]+) dB \| ([\d.]+) \|", MODEL_CARD.read_text())
+    assert m, f"docs/model-card.md has no regression-check row {row!r}"
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_bundled_checkpoint_holds_its_model_card_figures(samples):
     path = default_checkpoint()
     assert path is not None and path.exists(), "the bundled checkpoint is missing from the package"
     model = load_checkpoint(path)
@@ -23,5 +37,12 @@ def test_bundled_checkpoint_beats_no_motion_baseline(samples):
     with torch.inference_mode():
         generated = animator.animate(picked, mode="absolute")
     baseline = to_tensor(frames[0]).expand_as(picked)
-    assert l1_error(generated, picked).mean() < l1_error(baseline, picked).mean()
-    assert psnr(generated, picked).mean() > psnr(baseline, picked).mean()
+    got = {"model on 16 validation frames": (psnr(generated, picked).mean().item(),
+                                             l1_error(generated, picked).mean().item()),
+           "no-motion baseline": (psnr(baseline, picked).mean().item(), l1_error(baseline, picked).mean().item())}
+    assert got["model on 16 validation frames"][0] > got["no-motion baseline"][0]
+    assert got["model on 16 validation frames"][1] < got["no-motion baseline"][1]
+    for row, (p, l1) in got.items():
+        card_psnr, card_l1 = card_figures(row)
+        assert abs(p - card_psnr) <= PSNR_TOLERANCE, (row, p, card_psnr)
+        assert abs(l1 - card_l1) <= L1_TOLERANCE * card_l1, (row, l1, card_l1)

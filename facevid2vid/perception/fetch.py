@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from facevid2vid.data.fetch import Archive, _download, _find, _reader, _status, sha256_file, _check
+from facevid2vid.data.fetch import ARCHIVES, Archive, _download, _find, _reader, _status, sha256_file, _check
 from facevid2vid.errors import CheckpointError, DataError
 from facevid2vid.perception.registry import CONVERTER_VERSION, NETWORKS, convert_network, network_path, spec
 
@@ -25,9 +26,8 @@ _FACEPLUGIN = "package/model/"
 PACKAGES: dict[str, Archive] = {a.key: a for a in (
     Archive("nsfwjs", "nsfwjs-4.4.0.tgz",
             "585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382", "npm", "nsfwjs@4.4.0", ()),
-    Archive("face-api", "vladmandic-face-api-1.7.15.tgz",
-            "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", "npm",
-            "@vladmandic/face-api@1.7.15", ()),
+    # the same package as the sample photos' (one pinned definition), read here for its network
+    replace(next(a for a in ARCHIVES if a.key == "faceapi"), key="face-api", members=()),
     Archive("faceplugin", "faceplugin-face-recognition-js-0.0.1.tgz",
             "7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba", "npm",
             "faceplugin-face-recognition-js@0.0.1", ()),

@@ -29,7 +29,7 @@ from .config import ModelConfig, model_preset
 from .errors import CheckpointError
 from .validation import regular_file
 from .outputs import atomic_path
-from .models import FaceVid2Vid, MultiScaleDiscriminator
+from .models import MODULES, FaceVid2Vid, MultiScaleDiscriminator
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ FORMAT_KEY = "facevid2vid_format"
 DTYPE_KEY = "facevid2vid_dtype"
 MODULES_KEY = "facevid2vid_modules"
 CHECKSUM_KEY = "facevid2vid_sha256"  # sha256 of the tensor data (tensor_checksum), hex
-# prefix -> attribute of FaceVid2Vid
-MODULES = {"F": "appearance", "L": "keypoints", "H": "head", "M": "motion", "G": "generator"}
 DEFAULT_PRESET = "lite-256"  # architecture used with random weights when no checkpoint exists
 RANDOM_SEED = 0  # random-weight models are seeded, so two processes build the same one
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import FaceVid2Vid
+from .models import MODULES, FaceVid2Vid
 
 aten = torch.ops.aten
-MODULE_NAMES = {"F": "appearance", "L": "keypoints", "H": "head", "M": "motion", "G": "generator"}
 
 
 def count_parameters(model: FaceVid2Vid, discriminator: torch.nn.Module | None = None) -> dict[str, int]:
     """Trainable-parameter counts: {"F", "L", "H", "M", "G", ("D"), "total"}."""
-    counts = {p: sum(t.numel() for t in getattr(model, attr).parameters()) for p, attr in MODULE_NAMES.items()}
+    counts = {p: sum(t.numel() for t in getattr(model, attr).parameters()) for p, attr in MODULES.items()}
     if discriminator is not None:
         counts["D"] = sum(t.numel() for t in discriminator.parameters())
     counts["total"] = sum(counts.values())
@@ -61,14 +60,14 @@ def macs_per_frame(model: FaceVid2Vid) -> dict[str, dict[str, int]]:
         shadow = FaceVid2Vid(cfg).eval()
         image = torch.empty(1, 3, cfg.image_size, cfg.image_size)
         source = {}
-        source["F"], features = _macs(shadow.appearance, image)
-        source["L"], _ = _macs(shadow.keypoints, image)
-        source["H"], _ = _macs(shadow.head, image)
+        source["F"], features = _macs(shadow.appearance_feature_extractor, image)
+        source["L"], _ = _macs(shadow.kp_detector, image)
+        source["H"], _ = _macs(shadow.he_estimator, image)
         encoded = shadow.encode_source(image)
         frame = {}
-        frame["H"], motion = _macs(shadow.head, image)
+        frame["H"], motion = _macs(shadow.he_estimator, image)
         kp_d, rot_d = shadow.driving_keypoints(encoded, motion)
-        frame["M"], m = _macs(shadow.motion, encoded.features, encoded.kp, kp_d, encoded.rotation, rot_d)
+        frame["M"], m = _macs(shadow.dense_motion, encoded.features, encoded.kp, kp_d, encoded.rotation, rot_d)
         frame["G"], _ = _macs(shadow.generator, encoded.features, m.flows, m.mask, m.occlusion)
     source["total"] = sum(source.values())
     frame["total"] = sum(frame.values())

@@ -71,3 +71,13 @@ class GeneratorOutput:
     mask: torch.Tensor  # (B, K+1, D, h, w) flow composition masks (index 0: background)
     occlusion: torch.Tensor | None  # (B, 1, h, w)
     flow: torch.Tensor  # (B, D, h, w, 3) composed backward flow
+
+
+@dataclass
+class ForwardOutput:
+    """What the training path (``FaceVid2Vid.forward``) returns."""
+
+    generated: GeneratorOutput  # the driving frame re-rendered from the source
+    source: SourceEncoding
+    driving: HeadMotion  # H/Delta on the driving frame
+    kp_driving: torch.Tensor  # (B, K, 3) x_d

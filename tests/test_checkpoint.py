@@ -31,7 +31,7 @@ def _render(m):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
-        return m(x, y)[0].image
+        return m(x, y).generated.image
 
 
 def _read_all(path):

@@ -21,8 +21,8 @@ def frames(n, seed=0):
 def test_source_is_encoded_once_and_cached(animator, monkeypatch):
     animator.set_source(frames(1)[0])
     calls = []
-    original = animator.model.appearance.forward
-    monkeypatch.setattr(animator.model.appearance, "forward", lambda x: calls.append(1) or original(x))
+    original = animator.model.appearance_feature_extractor.forward
+    monkeypatch.setattr(animator.model.appearance_feature_extractor, "forward", lambda x: calls.append(1) or original(x))
     out = animator.animate(frames(7, seed=1), mode="absolute")
     assert out.shape == (7, 3, 64, 64)
     assert calls == []  # F never runs per driving frame

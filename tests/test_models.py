@@ -26,19 +26,19 @@ def test_module_shapes(tiny):
     k, s = cfg.num_keypoints, cfg.image_size
     x = _images(2, s)
     with torch.no_grad():
-        vol = tiny.appearance(x)
+        vol = tiny.appearance_feature_extractor(x)
         assert vol.shape == (2, *cfg.volume_shape)
-        kp = tiny.keypoints(x)
+        kp = tiny.kp_detector(x)
         assert kp.shape == (2, k, 3) and kp.abs().max() <= 1.0
-        hm = tiny.keypoints.heatmaps(x)
+        hm = tiny.kp_detector.heatmaps(x)
         assert hm.shape == (2, k, cfg.kp_depth, int(s * cfg.kp_scale_factor), int(s * cfg.kp_scale_factor))
-        motion = tiny.head(x)
+        motion = tiny.he_estimator(x)
         for angle in (motion.yaw, motion.pitch, motion.roll):
             assert angle.shape == (2,) and angle.min() >= -99 and angle.max() <= 96
         assert motion.translation.shape == (2, 3) and motion.delta.shape == (2, k, 3)
         assert motion.yaw_logits.shape == (2, cfg.he_num_bins)
         rot = rotation_from_angles(motion.yaw, motion.pitch, motion.roll)
-        m = tiny.motion(vol, kp, kp.flip(0), rot, rot.flip(0))
+        m = tiny.dense_motion(vol, kp, kp.flip(0), rot, rot.flip(0))
         d, h = cfg.feature_depth, cfg.volume_size
         assert m.flows.shape == (2, k + 1, d, h, h, 3)
         assert m.mask.shape == (2, k + 1, d, h, h)
@@ -71,7 +71,9 @@ def test_forward_backward_tiny():
     torch.manual_seed(1)
     model = FaceVid2Vid(model_preset("tiny")).train()
     src, drv = _images(2, 64, 1), _images(2, 64, 2)
-    out, source, motion, kp_d = model(src, drv)
+    f = model(src, drv)
+
+    out, source, motion, kp_d = f.generated, f.source, f.driving, f.kp_driving
     assert out.image.shape == (2, 3, 64, 64) and kp_d.shape == (2, 5, 3)
     loss = (out.image - drv).abs().mean() + motion.delta.abs().mean() + source.kp.abs().mean()
     loss.backward()
@@ -99,7 +101,9 @@ def test_source_batch_broadcasts(tiny):
 def test_identical_images_give_identical_keypoints_and_identity_flow(tiny):
     x = _images(2, 64, 5)
     with torch.no_grad():
-        out, source, motion, kp_d = tiny(x, x.clone())
+        f = tiny(x, x.clone())
+
+        out, source, motion, kp_d = f.generated, f.source, f.driving, f.kp_driving
     assert torch.allclose(kp_d, source.kp, atol=1e-5)
     grid = make_coordinate_grid(*tiny.cfg.volume_shape[1:]).expand_as(out.flow)
     assert torch.allclose(out.flow, grid, atol=1e-4)
@@ -132,7 +136,9 @@ def test_paper_shapes_on_meta_device(name, size):
         with torch.device("meta"):
             model = FaceVid2Vid(cfg).eval()
             x = torch.empty(1, 3, 256, 256)
-            out, source, _, kp_d = model(x, x)
+            f = model(x, x)
+
+            out, source, _, kp_d = f.generated, f.source, f.driving, f.kp_driving
         assert out.image.shape == (1, 3, 256, 256)
         assert out.mask.shape == (1, 21, 16, 64, 64) and out.occlusion.shape == (1, 1, 64, 64)
         assert kp_d.shape == (1, 20, 3)
@@ -143,7 +149,7 @@ def test_complexity_counts(tiny):
 
     params = count_parameters(tiny)
     assert params["total"] == sum(p.numel() for p in tiny.parameters())
-    assert params["F"] == sum(p.numel() for p in tiny.appearance.parameters())
+    assert params["F"] == sum(p.numel() for p in tiny.appearance_feature_extractor.parameters())
     macs = macs_per_frame(tiny)
     # F by hand: 7x7 conv 3->8 @64^2, 3x3 8->16 @64^2, 3x3 16->32 @32^2, 1x1 32->16 @16^2, 2 3x3x3 4->4 @4x16^2
     f = 64 * 64 * 3 * 8 * 49 + 64 * 64 * 8 * 16 * 9 + 32 * 32 * 16 * 32 * 9 + 16 * 16 * 32 * 16 + 2 * 4 * 256 * 16 * 27
@@ -155,7 +161,7 @@ def test_complexity_counts(tiny):
     with torch.no_grad():
         src = tiny.encode_source(x)
         kp_d, rot_d = tiny.driving_keypoints(src, tiny.estimate_motion(x))
-        real_m, m = _macs(tiny.motion, src.features, src.kp, kp_d, src.rotation, rot_d)
+        real_m, m = _macs(tiny.dense_motion, src.features, src.kp, kp_d, src.rotation, rot_d)
         real_g, _ = _macs(tiny.generator, src.features, m.flows, m.mask, m.occlusion)
     assert (real_m, real_g) == (macs["frame"]["M"], macs["frame"]["G"])
     # grid sampling is counted as 8 MACs per output value (trilinear)
@@ -168,10 +174,12 @@ def test_geometry_stays_float32_under_autocast(tiny):
     with torch.no_grad():
         ref = tiny(x, x.flip(-1))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out, source, motion, kp_d = tiny(x, x.flip(-1))
+            f = tiny(x, x.flip(-1))
+
+            out, source, motion, kp_d = f.generated, f.source, f.driving, f.kp_driving
     assert source.canonical_kp.dtype == torch.float32 and kp_d.dtype == torch.float32
     assert source.rotation.dtype == torch.float32 and out.flow.dtype == torch.float32
     assert torch.isfinite(out.image).all()
     # keypoints only differ by the bfloat16 convolutions upstream, not by bfloat16 geometry
-    assert (kp_d - ref[3]).abs().max() < 0.1
+    assert (kp_d - ref.kp_driving).abs().max() < 0.1
     assert motion.translation.dtype == torch.float32 and motion.yaw.dtype == torch.float32

@@ -1,5 +1,5 @@
 """The face-vid2vid networks: F, L, H/Delta, M, G (in :class:`FaceVid2Vid`) and the discriminator D."""
 from .discriminator import MultiScaleDiscriminator
-from .facevid2vid import FaceVid2Vid
+from .facevid2vid import MODULES, FaceVid2Vid
 
-__all__ = ["FaceVid2Vid", "MultiScaleDiscriminator"]
+__all__ = ["MODULES", "FaceVid2Vid", "MultiScaleDiscriminator"]

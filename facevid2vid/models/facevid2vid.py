@@ -7,12 +7,17 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..geometry import rotation_from_angles, transform_keypoints
-from ..structures import GeneratorOutput, HeadMotion, SourceEncoding
+from ..structures import ForwardOutput, GeneratorOutput, HeadMotion, SourceEncoding
 from .appearance import AppearanceFeatureExtractor
 from .generator import Generator
 from .keypoints import CanonicalKeypointDetector
 from .motion import MotionFieldEstimator
 from .pose_expression import HeadPoseExpressionEstimator
+
+
+# the module table: checkpoint prefix (the paper's letter) -> attribute of FaceVid2Vid
+MODULES = {"F": "appearance_feature_extractor", "L": "kp_detector", "H": "he_estimator", "M": "dense_motion",
+           "G": "generator"}
 
 
 class FaceVid2Vid(nn.Module):
@@ -26,10 +31,10 @@ class FaceVid2Vid(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.appearance = AppearanceFeatureExtractor(cfg)
-        self.keypoints = CanonicalKeypointDetector(cfg)
-        self.head = HeadPoseExpressionEstimator(cfg)
-        self.motion = MotionFieldEstimator(cfg)
+        self.appearance_feature_extractor = AppearanceFeatureExtractor(cfg)
+        self.kp_detector = CanonicalKeypointDetector(cfg)
+        self.he_estimator = HeadPoseExpressionEstimator(cfg)
+        self.dense_motion = MotionFieldEstimator(cfg)
         self.generator = Generator(cfg)
 
     def _check_image(self, image: torch.Tensor, what: str) -> None:
@@ -41,18 +46,18 @@ class FaceVid2Vid(nn.Module):
     def encode_source(self, image: torch.Tensor) -> SourceEncoding:
         """F, L and H/Delta on the source image(s) (B, 3, S, S)."""
         self._check_image(image, "source image")
-        motion = self.head(image)
-        canonical = self.keypoints(image)
+        motion = self.he_estimator(image)
+        canonical = self.kp_detector(image)
         rotation = rotation_from_angles(motion.yaw, motion.pitch, motion.roll).to(canonical.dtype)
         kp = transform_keypoints(canonical, rotation, motion.translation.to(canonical.dtype),
                                  motion.delta.to(canonical.dtype))
-        return SourceEncoding(features=self.appearance(image), canonical_kp=canonical, motion=motion,
-                              kp=kp, rotation=rotation)
+        return SourceEncoding(features=self.appearance_feature_extractor(image), canonical_kp=canonical,
+                              motion=motion, kp=kp, rotation=rotation)
 
     def estimate_motion(self, image: torch.Tensor) -> HeadMotion:
         """H/Delta on driving frames (N, 3, S, S)."""
         self._check_image(image, "driving image")
-        return self.head(image)
+        return self.he_estimator(image)
 
     def driving_keypoints(self, source: SourceEncoding, motion: HeadMotion,
                           rotation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,12 +84,12 @@ class FaceVid2Vid(nn.Module):
             features = features.expand(n, *features.shape[1:])
             kp_source = kp_source.expand(n, -1, -1)
             rot_source = rot_source.expand(n, -1, -1)
-        motion = self.motion(features, kp_source, kp_driving, rot_source, rot_driving)
+        motion = self.dense_motion(features, kp_source, kp_driving, rot_source, rot_driving)
         return self.generator(features, motion.flows, motion.mask, motion.occlusion)
 
-    def forward(self, source_image: torch.Tensor, driving_image: torch.Tensor):
-        """Training path -> (GeneratorOutput, SourceEncoding, driving HeadMotion, kp_driving (B, K, 3))."""
+    def forward(self, source_image: torch.Tensor, driving_image: torch.Tensor) -> ForwardOutput:
+        """Training path: the driving frame re-rendered from the source."""
         source = self.encode_source(source_image)
         motion = self.estimate_motion(driving_image)
         kp_driving, rot_driving = self.driving_keypoints(source, motion)
-        return self.synthesize(source, kp_driving, rot_driving), source, motion, kp_driving
+        return ForwardOutput(self.synthesize(source, kp_driving, rot_driving), source, motion, kp_driving)

@@ -51,7 +51,8 @@ class GeneratorObjective(nn.Module):
         w, cfg = self.cfg.loss, self.cfg
         amp = _autocast(source.device, cfg.bf16)
         with amp:
-            out, src, motion_d, kp_d = self.model(source, driving)
+            fwd = self.model(source, driving)
+            out, src, motion_d, kp_d = fwd.generated, fwd.source, fwd.driving, fwd.kp_driving
         pred = out.image.float()
         terms: dict[str, torch.Tensor] = {}
 

@@ -81,23 +81,26 @@ class Point:
 # ----------------------------------------------------------------------------- data
 
 
-def load_reference(size: int, model_size: int, max_frames: int | None):
+def load_reference(size: int, max_frames: int | None):
     """Validation frames face-cropped with one steady box.
 
-    Returns the reference at ``size`` (what every codec is measured against), the same
-    crops at the model's ``model_size`` (what our encoder takes), the fps and the face
-    presence (N,) the encoder's tracker reports.
+    Returns the reference crops at ``size`` (what every codec is measured against and what our
+    encoder takes, as ``facevid2vid encode`` gives it crops), the fps and the face presence (N,)
+    of the face tracker's pass.
     """
-    from facevid2vid.codec.encoder import face_presence
     from facevid2vid.data.fetch import fetch_samples
-    from facevid2vid.face.crop import crop_frames, prepare_frames
+    from facevid2vid.face.crop import crop_frames
+    from facevid2vid.face.track import track_frames
+    from facevid2vid.face.crop import DETECT_EVERY
     from facevid2vid.video_io import read_video
 
     n = VALIDATION_FRAMES if max_frames is None else min(max_frames, VALIDATION_FRAMES)
     raw, fps = read_video(fetch_samples().franck, start=VALIDATION_START, max_frames=n)
-    reference, box = prepare_frames(raw, size, crop=True, name="franck validation frames")
-    model_frames = reference if model_size == size else crop_frames(raw, box, model_size)
-    return reference, model_frames, fps, face_presence(raw, box)
+    track = track_frames(iter(raw), every=DETECT_EVERY)
+    box = track.crop_box()
+    if box is None:
+        raise SystemExit("no face found in the franck validation frames")
+    return crop_frames(raw, box, size), fps, track.present
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -165,15 +168,18 @@ def run_standard(name: str, crf: int, frames: np.ndarray, fps: float) -> tuple[P
 
 def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, present: np.ndarray,
              workdir: Path, size: int) -> tuple[Point, np.ndarray]:
-    """Encode with our codec into a file, decode that file (the real receiver path), display at ``size``."""
-    from facevid2vid.codec.decoder import decode_frames
+    """Encode with our codec into a file, decode that file (the real receiver path), shown at ``size``.
+
+    The encoder takes the crops at ``size`` and codes them at the model's size; the decoder
+    gives them back at ``size`` (upscaled bicubic when the model is smaller, as ``decode`` does).
+    """
+    from facevid2vid.codec.decoder import decode_stream
     from facevid2vid.codec.encoder import Encoder, EncoderSettings
-    from facevid2vid.face.crop import CropBox, crop_frames
 
     per_packet, interval, threshold = OURS[name]
     settings = EncoderSettings(quality=quality, frames_per_packet=per_packet, max_keyframe_interval=interval,
                                keyframe_threshold=threshold, measure_quantization=True)
-    encoder = Encoder(animator, fps, settings)
+    encoder = Encoder(animator, fps, settings, frame_size=size)
     path = workdir / f"{name}-q{quality}.fv2v"
     with open(path, "wb") as f:
         f.write(encoder.header_bytes())
@@ -184,9 +190,8 @@ def run_ours(name: str, quality: int, animator, frames: np.ndarray, fps: float, 
             f.write(packet)
     s = encoder.stats
     assert s.total_bytes == path.stat().st_size
-    decoded = np.stack(list(decode_frames(path, animator)))
-    if decoded.shape[1] != size:  # a smaller model's output, upscaled (bicubic) as a receiver would show it
-        decoded = crop_frames(decoded, CropBox(0, 0, decoded.shape[1]), size)
+    with open(path, "rb") as f:
+        decoded = np.stack(list(decode_stream(f, animator)[1]))
     q = np.asarray(s.quantization_psnr) if s.quantization_psnr else np.array([np.nan])
     extra = {
         "key_frames": s.key_frames,
@@ -378,7 +383,7 @@ def main(argv=None) -> int:
     started = time.time()
     animator = load_animator(args.checkpoint, args.device)
     size, model_size = args.size, animator.image_size
-    frames, model_frames, fps, present = load_reference(size, model_size, args.max_frames)
+    frames, fps, present = load_reference(size, args.max_frames)
     print(f"{len(frames)} validation frames, {size}x{size} (model {model_size}x{model_size}), {fps:g} fps; "
           f"face found in {present.mean():.0%}", file=sys.stderr)
     meter = Meter(frames, vmaf=not args.no_vmaf, akd_every=args.akd_every)
@@ -391,7 +396,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"unknown configuration {name!r}; choose from {', '.join(OURS)}")
             for quality in qualities:
                 t0 = time.time()
-                point, decoded = run_ours(name, quality, animator, model_frames, fps, present, Path(tmp), size)
+                point, decoded = run_ours(name, quality, animator, frames, fps, present, Path(tmp), size)
                 points.append(meter(point, decoded))
                 print(f"{name} q{quality}: {point.kbps:.2f} kbps, VMAF {fmt(point.vmaf)}, PSNR {fmt(point.psnr)}, "
                       f"{point.extra['motion_bits_per_frame']:.1f} motion bits/frame "

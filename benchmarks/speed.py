@@ -4,7 +4,9 @@ Times what a driving frame costs once the source is encoded (H/Delta + keypoint 
 M + G), at a batch size (default 8, the pipeline's) and at batch 1 (live use), for the
 presets ``paper-256`` and ``lite-256`` (random weights: speed does not depend on them), the
 bundled model and any ``--checkpoint``. Prints milliseconds per frame and the ratio to the
-bundled model. Run it on an otherwise idle machine:
+bundled model. The ``cache`` columns measure what caching the source-only work saves (M's
+compressed f_s, the source Gaussians, the coordinate grids): the same frames rendered from a
+source encoding without that cache, grids rebuilt every call. Run it on an otherwise idle machine:
 
     python benchmarks/speed.py                      # 2 threads, batch 8 and 1
     python benchmarks/speed.py --threads 2 --repeats 5 --json speed.json
@@ -18,6 +20,7 @@ import time
 
 import torch
 
+from facevid2vid import geometry
 from facevid2vid.checkpoint import default_checkpoint, load_checkpoint
 from facevid2vid.config import model_preset
 from facevid2vid.models import FaceVid2Vid
@@ -25,18 +28,19 @@ from facevid2vid.outputs import write_text
 
 
 @torch.inference_mode()
-def frame_seconds(model: FaceVid2Vid, batch: int, repeats: int) -> float:
+def frame_seconds(model: FaceVid2Vid, batch: int, repeats: int, cached: bool = True) -> float:
     """Median seconds per driving frame (source encoded once, outside the timing)."""
     s = model.cfg.image_size
     gen = torch.Generator().manual_seed(0)
     source = model.encode_source(torch.rand(1, 3, s, s, generator=gen))
+    source = source if cached else source.without_cache()
     frames = torch.rand(batch, 3, s, s, generator=gen)
 
     def once() -> float:
+        if not cached:
+            geometry._grid.cache_clear()
         t0 = time.perf_counter()
-        motion = model.estimate_motion(frames)
-        kp, rot = model.driving_keypoints(source, motion)
-        model.synthesize(source, kp, rot)
+        model.render(source, model.estimate_motion(frames))
         return time.perf_counter() - t0
 
     once()  # warm-up: oneDNN picks its kernels on the first call
@@ -51,6 +55,20 @@ def models(checkpoints: list[str]) -> dict[str, FaceVid2Vid]:
     for path in checkpoints:
         out[path] = load_checkpoint(path)
     return {k: m.eval().float() for k, m in out.items()}
+
+
+def print_rows(rows: list[dict], threads: int) -> None:
+    """The table, with ratios to the bundled model and the gain of the source cache."""
+    ref = {r["batch"]: r["ms_per_frame"] for r in rows if r["model"] == "bundled"}
+    print(f"synthesis per driving frame (H/Delta + M + G, source encoded once), {threads} threads")
+    print(f"{'model':34s} {'config':10s} {'size':>5s} {'batch':>5s} {'ms/frame':>9s} {'x bundled':>9s} "
+          f"{'no cache':>9s} {'cache gain':>10s}")
+    for r in rows:
+        ratio = r["ms_per_frame"] / ref[r["batch"]] if r["batch"] in ref else float("nan")
+        r["ratio_to_bundled"] = ratio
+        r["cache_gain"] = 1 - r["ms_per_frame"] / r["ms_per_frame_uncached"]
+        print(f"{r['model'][-34:]:34s} {r['config']:10s} {r['size']:5d} {r['batch']:5d} "
+              f"{r['ms_per_frame']:9.1f} {ratio:9.2f} {r['ms_per_frame_uncached']:9.1f} {100 * r['cache_gain']:9.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, net in nets.items():
         for b in args.batches:
             ms = 1000 * frame_seconds(net, b, args.repeats)
-            rows.append({"model": name, "config": net.cfg.name, "size": net.cfg.image_size, "batch": b, "ms_per_frame": ms})
-    ref = {r["batch"]: r["ms_per_frame"] for r in rows if r["model"] == "bundled"}
-    print(f"synthesis per driving frame (H/Delta + M + G, source cached), {args.threads} threads")
-    print(f"{'model':34s} {'config':10s} {'size':>5s} {'batch':>5s} {'ms/frame':>9s} {'x bundled':>9s}")
-    for r in rows:
-        ratio = r["ms_per_frame"] / ref[r["batch"]] if r["batch"] in ref else float("nan")
-        r["ratio_to_bundled"] = ratio
-        print(f"{r['model'][-34:]:34s} {r['config']:10s} {r['size']:5d} {r['batch']:5d} "
-              f"{r['ms_per_frame']:9.1f} {ratio:9.2f}")
+            uncached = 1000 * frame_seconds(net, b, args.repeats, cached=False)
+            rows.append({"model": name, "config": net.cfg.name, "size": net.cfg.image_size, "batch": b,
+                         "ms_per_frame": ms, "ms_per_frame_uncached": uncached})
+    print_rows(rows, args.threads)
     if args.json:
         write_text(args.json, json.dumps({"threads": args.threads, "rows": rows}, indent=1))
     return 0

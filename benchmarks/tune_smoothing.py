@@ -93,8 +93,8 @@ def load_validation(checkpoint: str | None):
     animator = load_animator(checkpoint, "cpu", batch_size=32)
     frames, fps = load_driving_frames(path, animator.image_size, start=split.start,
                                       max_frames=split.stop - split.start)
-    animator.set_source(to_tensor(frames[0]))
-    return animator, frames, fps, animator.estimate_motion(to_tensor(frames))
+    source = animator.encode_source(to_tensor(frames[0]))
+    return animator, source, frames, fps, animator.estimate_motion(to_tensor(frames))
 
 
 def main(argv=None) -> int:
@@ -109,14 +109,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     with torch.inference_mode():
-        animator, frames, fps, motion = load_validation(args.checkpoint)
+        animator, source, frames, fps, motion = load_validation(args.checkpoint)
         windows = still_windows(frames, args.length, args.windows)
         print(f"validation: {len(frames)} frames at {fps:g} fps; still windows {windows}")
-        rows = [("off", evaluate(animator.model, animator.source, motion, fps, windows, None, args.ramp_speed))]
+        rows = [("off", evaluate(animator.model, source, motion, fps, windows, None, args.ramp_speed))]
         for dc, mc, beta in itertools.product(D_CUTOFFS, MIN_CUTOFFS, BETAS):
             settings = SmoothingSettings(True, mc, beta, dc)
             rows.append((f"{mc:g} Hz, beta {beta:g}, d {dc:g}",
-                         evaluate(animator.model, animator.source, motion, fps, windows, settings,
+                         evaluate(animator.model, source, motion, fps, windows, settings,
                                   args.ramp_speed)))
     print(f"{'setting':<28} {'still jitter':>12} {'all jitter':>11} {'lag (frames)':>13} {'ramp lag':>9} "
           f"{'deviation':>10}")

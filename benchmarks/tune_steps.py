@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, min(4, os.cpu_count() or 1)))
 
-    from facevid2vid.codec.encoder import EncoderSettings, psnr
+    from facevid2vid.codec.encoder import EncoderSettings
+    from facevid2vid.metrics.image import psnr
     from facevid2vid.codec.entropy import MotionEntropyCoder
     from facevid2vid.codec.quantize import Quantizer, QuantizerSteps, array_to_motion, motion_to_array
     from facevid2vid.pipeline import load_animator
@@ -85,8 +86,8 @@ def main(argv=None) -> int:
         for crops in segments:
             frames = to_tensor(crops)
             values = motion_to_array(animator.estimate_motion(frames))  # (N, P)
-            source = animator.set_source(frames[:1])
-            exact = animator.render(array_to_motion(values, k, animator.device)).cpu()
+            source = animator.encode_source(frames[:1])
+            exact = animator.render(source, array_to_motion(values, k))
             prepared.append((source, values, exact))
 
     def evaluate(steps: QuantizerSteps) -> tuple[float, float, float]:
@@ -101,11 +102,9 @@ def main(argv=None) -> int:
                 previous = quantizer.quantize(v, previous)
                 rows.append(previous)
                 bits.append(8 * len(coder.encode(previous[None])))  # one packet per frame, as live mode sends
-            animator.source = source
             with torch.inference_mode():
-                synth = animator.render(array_to_motion(quantizer.dequantize(np.stack(rows)), k,
-                                                        animator.device)).cpu()
-            quality += psnr(synth, exact).clamp_max(100).tolist()
+                synth = animator.render(source, array_to_motion(quantizer.dequantize(np.stack(rows)), k))
+            quality += psnr(exact, synth).tolist()
         q = np.asarray(quality)
         return float(np.mean(bits)), float(np.mean(q)), float(np.percentile(q, 5))
 

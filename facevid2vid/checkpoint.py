@@ -6,14 +6,15 @@ metadata carries the :class:`ModelConfig` as JSON, so a checkpoint alone rebuild
 model. ``half=True`` stores floating tensors as float16 (half the size); loading always
 returns the model's own dtype (float32).
 
-Loading checks, before building anything, that the config is complete and within its
-documented bounds (:meth:`ModelConfig.validate`); then that the tensor data matches the
+Loading checks, before building anything, that the config is complete (a missing field is an
+error naming it, except those listed in :data:`facevid2vid.config.BACKWARD_COMPATIBLE_DEFAULTS`,
+added after the first checkpoints were written) and within its documented bounds
+(:meth:`ModelConfig.validate`); then (:mod:`facevid2vid.weights_io`) that the tensor data matches the
 sha256 in the metadata (``facevid2vid_sha256``, written by every save; files from before it
 existed have none and still load) and that every floating tensor is finite.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -21,15 +22,16 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import ModelConfig, model_preset
+from .config import BACKWARD_COMPATIBLE_DEFAULTS, ModelConfig, model_preset  # noqa: F401 - defined in config
 from .errors import CheckpointError
-from .validation import regular_file
-from .outputs import atomic_path
 from .models import MODULES, FaceVid2Vid, MultiScaleDiscriminator
+from .outputs import atomic_path
+# the checksum and tensor checks live with the one weight reader; imported here under their old names
+from .weights_io import (CHECKSUM_KEY, check_tensors, few, load_modules, read_metadata,  # noqa: F401
+                         read_weights, tensor_checksum)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,6 @@ CONFIG_KEY = "facevid2vid_config"
 FORMAT_KEY = "facevid2vid_format"
 DTYPE_KEY = "facevid2vid_dtype"
 MODULES_KEY = "facevid2vid_modules"
-CHECKSUM_KEY = "facevid2vid_sha256"  # sha256 of the tensor data (tensor_checksum), hex
 DEFAULT_PRESET = "lite-256"  # architecture used with random weights when no checkpoint exists
 RANDOM_SEED = 0  # random-weight models are seeded, so two processes build the same one
 
@@ -53,40 +54,6 @@ def _named_modules(model: FaceVid2Vid, discriminator: nn.Module | None = None) -
     if discriminator is not None:
         mods["D"] = _unwrap(discriminator)
     return mods
-
-
-# ModelConfig fields added after checkpoints were first written. A checkpoint without one gets
-# the value that rebuilds the network it was saved from; any other missing field is an error.
-BACKWARD_COMPATIBLE_DEFAULTS = {
-    # before the field existed, the appearance volume was always a quarter of the image side
-    "volume_downsample": lambda data: 4,
-    # before the field existed, F's widths doubled without a cap: a cap at the widest stage keeps them
-    "appearance_max_features": lambda data: max(
-        256, data["appearance_block_expansion"] * data.get("volume_downsample", 4)),
-}
-
-
-def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 (hex) of every tensor's name, dtype, shape and bytes, in sorted name order."""
-    h = hashlib.sha256(b"facevid2vid-tensors-v1\0")
-    for key in sorted(tensors):
-        value = tensors[key].detach().to("cpu").contiguous()
-        h.update(f"{key}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
-        if value.numel():
-            h.update(value.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: str | None,
-                  error: type[Exception] = CheckpointError) -> None:
-    """The checksum (when the file has one) and finiteness of a file's tensors, or ``error``."""
-    if expected is not None and tensor_checksum(tensors) != expected:
-        raise error(f"{path}: checksum mismatch: the tensor data is not what was saved "
-                    f"(a damaged or altered file); copy or fetch it again")
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise error(f"{path}: non-finite values (NaN or inf) in {_few(sorted(bad))}; "
-                    f"the weights are unusable (a diverged run?)")
 
 
 def canonical_config_json(cfg: ModelConfig) -> str:
@@ -125,12 +92,7 @@ def save_checkpoint(path: str | os.PathLike, model: FaceVid2Vid, discriminator: 
 
 
 def _open_metadata(path: Path) -> dict[str, str]:
-    regular_file(path, "checkpoint", CheckpointError)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata()
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    meta = read_metadata(path, "checkpoint")
     if not meta or CONFIG_KEY not in meta:
         raise CheckpointError(f"{path}: no '{CONFIG_KEY}' in the safetensors metadata (not a facevid2vid checkpoint)")
     return meta
@@ -149,80 +111,16 @@ def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path}: config metadata is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: config metadata is not a JSON object")
-    data = _complete_config(path, data)
+    missing = ModelConfig.missing_fields(data)
+    if missing:
+        raise CheckpointError(f"{path}: the config lacks field{'s' if len(missing) > 1 else ''} {few(missing)} "
+                              f"(not written by facevid2vid, or damaged): refusing to guess the architecture")
     try:
-        cfg = ModelConfig.from_dict(data)
+        cfg = ModelConfig.from_stored(data)
         cfg.validate()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: config does not match this version: {exc}") from None
     return cfg
-
-
-def _complete_config(path: Path, data: dict) -> dict:
-    """The stored config with BACKWARD_COMPATIBLE_DEFAULTS filled in; CheckpointError if another field lacks."""
-    known = [f.name for f in dataclasses.fields(ModelConfig)]
-    missing = [name for name in known if name not in data and name not in BACKWARD_COMPATIBLE_DEFAULTS]
-    if missing:
-        raise CheckpointError(f"{path}: the config lacks field{'s' if len(missing) > 1 else ''} {_few(missing)} "
-                              f"(not written by facevid2vid, or damaged)")
-    data = dict(data)
-    try:
-        for name, default in BACKWARD_COMPATIBLE_DEFAULTS.items():
-            if name not in data:
-                data[name] = default(data)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: config does not match this version: {exc}") from None
-    return data
-
-
-def _few(names, limit: int = 4) -> str:
-    names = list(names)
-    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def _compare(prefix: str, module: nn.Module, stored: dict[str, torch.Tensor]) -> tuple[list, list, list]:
-    """(missing, unexpected, mismatched) key names of one module, prefixed."""
-    expected = module.state_dict()
-    missing = [f"{prefix}.{k}" for k in expected if k not in stored]
-    unexpected = [f"{prefix}.{k}" for k in stored if k not in expected]
-    mismatched = [f"{prefix}.{k} {tuple(stored[k].shape)} vs {tuple(v.shape)}"
-                  for k, v in expected.items() if k in stored and stored[k].shape != v.shape]
-    return missing, unexpected, mismatched
-
-
-def _load_modules(path: Path, modules: dict[str, nn.Module], groups: dict[str, dict[str, torch.Tensor]],
-                  verify=None) -> None:
-    """Strictly load every module; one error names missing, unexpected and mismatched keys.
-
-    ``verify`` (checksum and finiteness) runs once the keys and shapes are known to match.
-    """
-    missing, unexpected, mismatched = [], [], []
-    for prefix, module in modules.items():
-        m, u, s = _compare(prefix, module, groups.get(prefix, {}))
-        missing += m
-        unexpected += u
-        mismatched += s
-    problems = [f"{what} {_few(names)}" for what, names in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if names]
-    if problems:
-        raise CheckpointError(f"{path}: weights do not match the config: {'; '.join(problems)}")
-    if verify is not None:
-        verify()
-    for prefix, module in modules.items():
-        expected = module.state_dict()
-        module.load_state_dict({k: v.to(expected[k].dtype) for k, v in groups[prefix].items()}, strict=True)
-
-
-def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
-    """Every tensor of a checkpoint, and the checksum its metadata holds (None in older files)."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            expected = (f.metadata() or {}).get(CHECKSUM_KEY)
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: cannot read tensors ({exc})") from None
-    return tensors, expected
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", with_discriminator: bool = False):
@@ -233,20 +131,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     cfg = read_checkpoint_config(path)
     groups: dict[str, dict[str, torch.Tensor]] = {}
-    tensors, expected = _read_tensors(path)
-    for key, value in tensors.items():
+    weights = read_weights(path, "checkpoint")
+    for key, value in weights.tensors.items():
         prefix, _, rest = key.partition(".")
         if prefix == "D" and not with_discriminator:
             continue
         groups.setdefault(prefix, {})[rest] = value
     unknown = set(groups) - set(MODULES) - {"D"}
     if unknown:
-        raise CheckpointError(f"{path}: unexpected module prefixes {_few(p + '.' for p in unknown)}")
+        raise CheckpointError(f"{path}: unexpected module prefixes {few(p + '.' for p in unknown)}")
     model = FaceVid2Vid(cfg)
     disc = MultiScaleDiscriminator(cfg) if with_discriminator else None
     if with_discriminator and "D" not in groups:
         raise CheckpointError(f"{path}: holds no discriminator weights (D.*)")
-    _load_modules(path, _named_modules(model, disc), groups, lambda: check_tensors(path, tensors, expected))
+    load_modules(path, _named_modules(model, disc), groups, "the config", verify=weights.verify)
     model.to(device).eval()
     if disc is not None:
         return model, disc.to(device).eval()

@@ -30,6 +30,18 @@ MODEL_INT_BOUNDS = {
 MODEL_FLOAT_BOUNDS = {"kp_scale_factor": (0.0, 1.0), "kp_temperature": (0.0, 10.0), "kp_variance": (0.0, 1.0)}
 MAX_VOLUME_ELEMENTS = 1 << 26  # C x D x H x W of the appearance volume (paper-512: 8.4 million)
 
+# ModelConfig fields added after checkpoints were first written (the bundled v1 model lacks both).
+# A stored config without one gets the value that rebuilds the network it was saved from; every
+# other field must be stored: the dataclass defaults are paper-256's, and silently taking them for
+# another architecture would build the wrong network (ModelConfig.missing_fields).
+BACKWARD_COMPATIBLE_DEFAULTS = {
+    # before the field existed, the appearance volume was always a quarter of the image side
+    "volume_downsample": lambda data: 4,
+    # before the field existed, F's widths doubled without a cap: a cap at the widest stage keeps them
+    "appearance_max_features": lambda data: max(
+        256, data["appearance_block_expansion"] * data.get("volume_downsample", 4)),
+}
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -158,6 +170,27 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Fields absent from ``data`` take the dataclass defaults (for presets plus overrides)."""
+        return _from_dict(cls, data)
+
+    @classmethod
+    def missing_fields(cls, data: dict[str, Any]) -> list[str]:
+        """Fields a stored config (a checkpoint's) lacks that no backward-compatible default covers."""
+        return [f.name for f in fields(cls) if f.name not in data and f.name not in BACKWARD_COMPATIBLE_DEFAULTS]
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> "ModelConfig":
+        """A config as written by :meth:`to_dict`, older ones completed by :data:`BACKWARD_COMPATIBLE_DEFAULTS`.
+
+        ValueError naming the fields :meth:`missing_fields` finds: never the paper-256 defaults.
+        """
+        missing = cls.missing_fields(data)
+        if missing:
+            raise ValueError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        data = dict(data)
+        for name, default in BACKWARD_COMPATIBLE_DEFAULTS.items():
+            if name not in data:
+                data[name] = default(data)
         return _from_dict(cls, data)
 
 

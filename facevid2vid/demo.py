@@ -20,6 +20,7 @@ from facevid2vid.data.fetch import VALIDATION_SPLIT, fetch_samples
 from facevid2vid.errors import UsageError
 from facevid2vid.inference import Animator
 from facevid2vid.pipeline import load_animator, load_driving_frames, load_source_image
+from facevid2vid.structures import View
 from facevid2vid.video_io import to_tensor, to_uint8, write_image, write_video
 
 
@@ -40,8 +41,7 @@ def _pick(frames, count: int) -> list[np.ndarray]:
 
 
 def _animate(animator: Animator, source: np.ndarray, frames: np.ndarray, mode: str) -> np.ndarray:
-    animator.set_source(to_tensor(source))
-    return to_uint8(animator.animate(to_tensor(frames), mode=mode))
+    return to_uint8(animator.animate(animator.encode_source(to_tensor(source)), to_tensor(frames), mode=mode))
 
 
 @dataclass
@@ -83,8 +83,9 @@ def _cross_identity(d: _Demo, source: np.ndarray) -> DemoPart:
 
 def _yaw_sweep(d: _Demo, source: np.ndarray, name: str, title: str) -> DemoPart:
     angles = np.linspace(-30, 30, d.num_frames // 2)
-    motion = d.animator.set_source(to_tensor(source)).motion  # F, L, H/Delta once for the whole sweep
-    result = [to_uint8(d.animator.render(motion, yaw=float(a)))[0] for a in angles]
+    encoded = d.animator.encode_source(to_tensor(source))  # F, L, H/Delta once for the whole sweep
+    sweep = View(yaw=torch.as_tensor(angles, dtype=torch.float32))  # one render, a yaw per frame
+    result = list(to_uint8(d.animator.render(encoded, encoded.motion, sweep)))
     write_video(d.out / name, result, 24)
     shown = _pick(list(range(len(angles))), d.columns)
     return DemoPart(title, d.out / name, 0, [source] * d.columns, [source] * d.columns,
@@ -93,7 +94,7 @@ def _yaw_sweep(d: _Demo, source: np.ndarray, name: str, title: str) -> DemoPart:
 
 def _frontalize(d: _Demo) -> DemoPart:
     frames, fps = d.frames(d.samples.cap13)
-    result = to_uint8(d.animator.redirect(to_tensor(frames), frontalize=True))
+    result = to_uint8(d.animator.redirect(to_tensor(frames), View(frontalize=True)))
     return d.part("frontalization", "frontalized.mp4", result, fps, _pick(frames, d.columns), _pick(frames, d.columns))
 
 

@@ -13,6 +13,7 @@ the face clockwise in the image.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -94,12 +95,23 @@ def transform_keypoints(
 def make_coordinate_grid(
     d: int, h: int, w: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Normalised voxel centres (D, H, W, 3) in (x, y, z) order, matching ``align_corners=True``."""
-    z = torch.linspace(-1.0, 1.0, d, dtype=dtype, device=device)
-    y = torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device)
-    x = torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device)
-    zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
-    return torch.stack([xx, yy, zz], dim=-1)
+    """Normalised voxel centres (D, H, W, 3) in (x, y, z) order, matching ``align_corners=True``.
+
+    Cached per shape, dtype and device (every driving frame of a model uses the same few
+    grids): treat the result as read-only.
+    """
+    return _grid(d, h, w, dtype or torch.get_default_dtype(), torch.device(device or "cpu"))
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(d: int, h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # a normal tensor even under inference_mode, so training code can use the cached grid too
+    with torch.inference_mode(False):
+        z = torch.linspace(-1.0, 1.0, d, dtype=dtype, device=device)
+        y = torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device)
+        x = torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device)
+        zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
+        return torch.stack([xx, yy, zz], dim=-1)
 
 
 def keypoint_flows(

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import IO, Iterator, Mapping
 
 from facevid2vid.errors import InputError, OutputError
+# what may be written (facevid2vid.validation defines it beside what may be read, and says why they differ)
+from facevid2vid.validation import WRITABLE_IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from facevid2vid.validation import WRITABLE_VIDEO_EXTENSIONS as VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 EXTENSIONS = {
     "video": VIDEO_EXTENSIONS, "image": IMAGE_EXTENSIONS, "fv2v": (".fv2v",), "json": (".json",),
     "markdown": (".md", ".markdown"), "yaml": (".yaml", ".yml"), "checkpoint": (".safetensors",),
@@ -39,6 +40,7 @@ KINDS = (*EXTENSIONS, "pattern", "folder")
 # argparse help of a video output ("%%" is argparse's escape for "%")
 VIDEO_OUTPUT_HELP = ("a video file (" + ", ".join(VIDEO_EXTENSIONS) + ") or lossless PNG frames through a "
                      "pattern such as frames/%%05d.png")
+IMAGE_OUTPUT_HELP = "an image (" + ", ".join(IMAGE_EXTENSIONS) + ")"
 _FIELD = re.compile(r"%(0\d+)?d")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the mode a plain new file gets is 0o666 & ~umask

@@ -19,6 +19,17 @@ MIN_FPS, MAX_FPS = 0.1, 1000.0  # frame rates outside this are taken as nonsense
 FALLBACK_FPS = 25  # used, with a note, when neither the header nor the timestamps give a sane rate
 MAX_ANGLE = 90.0  # |yaw|, |pitch|, |roll| of a user rotation, in degrees
 
+# What kind of file a name is, by its extension (lower case). The two pairs differ on purpose:
+# READABLE_* is every format PIL and PyAV open for us (inputs of every command, and the files
+# `prepare` picks out of a folder); WRITABLE_* is the narrower set the commands write and the tests
+# cover (TIFF/PPM stills or .m4v/.mpg muxing are never exercised), so an output outside it is
+# refused before any work. What is written is read back (a subset); writable lists are tuples, in
+# the order messages list them.
+READABLE_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+READABLE_VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
+WRITABLE_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+WRITABLE_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
 
 def regular_file(path: str | os.PathLike, what: str = "file", error: type[Exception] = InputError) -> Path:
     """``path`` as a Path when it is a regular file (links followed); else ``error`` with one line.

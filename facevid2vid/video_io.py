@@ -23,10 +23,12 @@ from PIL import Image, ImageOps
 
 from facevid2vid.errors import InputError
 from facevid2vid.validation import FALLBACK_FPS, MAX_IMAGE_PIXELS, check_frame_size, regular_file, sane_fps
+# the readable lists (facevid2vid.validation: why what is written is a narrower set); stable names
+from facevid2vid.validation import READABLE_IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from facevid2vid.validation import READABLE_VIDEO_EXTENSIONS as VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 # encoders that take a constant-rate-factor option
 _CRF_CODECS = frozenset({"libx264", "libx265", "libsvtav1", "libvpx-vp9", "libvpx", "libaom-av1"})
 # pixel formats that store chroma at full resolution (any size is fine)

@@ -33,9 +33,8 @@ def test_bundled_checkpoint_holds_its_model_card_figures(samples):
     # 16 frames spread over the validation stretch, not the source frame itself (trivial for the baseline)
     picked = to_tensor(frames[np.arange(37, 1200, 75)])
     animator = Animator(model, batch_size=16)
-    animator.set_source(to_tensor(frames[0]))
     with torch.inference_mode():
-        generated = animator.animate(picked, mode="absolute")
+        generated = animator.animate(animator.encode_source(to_tensor(frames[0])), picked, mode="absolute")
     baseline = to_tensor(frames[0]).expand_as(picked)
     got = {"model on 16 validation frames": (psnr(generated, picked).mean().item(),
                                              l1_error(generated, picked).mean().item()),

@@ -154,3 +154,76 @@ def test_resolve_model(model, tmp_path, caplog):
     assert a.cfg.name == "tiny" and model_fingerprint(a) == model_fingerprint(b)  # seeded: reproducible
     with pytest.raises(CheckpointError, match="unknown preset"):
         resolve_model(None, preset="huge")
+
+
+# ----------------------------------------------------------------------------- stored config completeness
+
+
+@pytest.mark.parametrize("dropped", [["num_keypoints"], ["image_size", "feature_channels", "flow_mode"], ["name"]])
+def test_a_config_lacking_a_field_is_an_error_naming_it_and_the_file(model, tmp_path, dropped):
+    """Never the dataclass (paper-256) defaults for a field the checkpoint does not store."""
+    good = save_checkpoint(tmp_path / "good.safetensors", model)
+    bad = _rewrite(good, tmp_path / "lacking.safetensors",
+                   config=lambda c: {k: v for k, v in c.items() if k not in dropped})
+    for read in (read_checkpoint_config, load_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            read(bad)
+        message = str(err.value)
+        assert "lacking.safetensors" in message and "lacks field" in message
+        assert all(name in message for name in dropped)
+
+
+def test_fields_added_later_take_the_value_that_rebuilds_older_checkpoints(model, tmp_path):
+    from facevid2vid.config import BACKWARD_COMPATIBLE_DEFAULTS, ModelConfig
+
+    assert set(BACKWARD_COMPATIBLE_DEFAULTS) == {"volume_downsample", "appearance_max_features"}
+    good = save_checkpoint(tmp_path / "good.safetensors", model)
+    old = _rewrite(good, tmp_path / "old.safetensors",
+                   config=lambda c: {k: v for k, v in c.items() if k not in BACKWARD_COMPATIBLE_DEFAULTS})
+    assert read_checkpoint_config(old) == model.cfg  # tiny: volume 1/4, F capped at 8 * 4 -> 256
+    assert model_fingerprint(load_checkpoint(old)) == model_fingerprint(model)
+    with pytest.raises(ValueError, match="missing field kp_depth"):
+        ModelConfig.from_stored({k: v for k, v in model.cfg.to_dict().items() if k != "kp_depth"})
+    assert ModelConfig.from_dict({"name": "x"}).image_size == 256  # presets and YAML overrides: defaults stay
+
+
+@pytest.mark.parametrize("path", ["facevid2vid/weights/facevid2vid.safetensors",
+                                  "checkpoints/bundled-v2-wip.safetensors"])
+def test_the_bundled_checkpoints_still_load(path):
+    from pathlib import Path
+
+    from facevid2vid.config import BACKWARD_COMPATIBLE_DEFAULTS
+
+    file = Path(__file__).resolve().parent.parent / path
+    if not file.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    stored = set(json.loads(_read_all(file)[1]["facevid2vid_config"]))
+    assert {f.name for f in dataclasses.fields(model_preset("tiny"))} - stored <= set(BACKWARD_COMPATIBLE_DEFAULTS)
+    model, disc = (load_checkpoint(file, with_discriminator=True) if "v2" in path else (load_checkpoint(file), None))
+    assert model.cfg == read_checkpoint_config(file) and (disc is None or isinstance(disc, MultiScaleDiscriminator))
+
+
+# ----------------------------------------------------------------------------- one weight loader
+
+
+def test_one_loader_names_the_file_and_every_kind_of_key_problem(tmp_path):
+    from facevid2vid.weights_io import load_module, read_state_dict, read_weights
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    path = tmp_path / "w.safetensors"
+    save_file({**{k: v for k, v in state.items() if k != "1.bias"}, "extra": torch.zeros(1),
+               "0.weight": torch.zeros(3, 4)}, str(path))
+    with pytest.raises(CheckpointError) as err:
+        load_module(net, read_state_dict(path), path, "a test net")
+    message = str(err.value)
+    assert str(path) in message and "missing keys 1.bias" in message and "unexpected keys extra" in message
+    assert "shape mismatch 0.weight (3, 4) vs (3, 2)" in message
+    # a torch file only where asked for, and then only weights_only; half precision converts
+    torch.save({"state_dict": {f"module.{k}": v.half() for k, v in state.items()}}, tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        read_weights(tmp_path / "w.pth")
+    load_module(net, read_state_dict(tmp_path / "w.pth"), tmp_path / "w.pth")
+    assert net[0].weight.dtype == torch.float32
+    save_file({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, str(path))
+    load_module(net, read_state_dict(path), path, keep_own=("num_batches_tracked",))

@@ -111,3 +111,17 @@ def test_inspect_paper_256(capsys):
     assert main(["inspect", "--preset", "paper-256"]) == 0
     out = capsys.readouterr().out
     assert "32x16x64x64" in out and "output 3x256x256" in out
+
+
+def test_decode_size_option_is_checked(tmp_path, capsys):
+    """Bad --size values are refused before anything is read (a real decode at --size: test_codec.py)."""
+    stream, out = str(tmp_path / "a.fv2v"), str(tmp_path / "o.mp4")
+    for bad in ("0", "2048", "x"):
+        _one_line_error(capsys, ["decode", "--input", stream, "--output", out, "--size", bad], "--size")
+    capsys.readouterr()
+    assert "the size of the encoded input" in _help(capsys, ["decode", "--help"])
+
+
+def _help(capsys, argv) -> str:
+    assert main(argv) == 0
+    return " ".join(capsys.readouterr().out.split())

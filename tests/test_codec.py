@@ -5,7 +5,7 @@ import torch
 
 from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.decoder import (STATUS_CORRUPT, STATUS_LATE, STATUS_MISSING, STATUS_OK, STATUS_SKIPPED,
-                                       MotionStreamDecoder, StreamDecoder, render_frames)
+                                       MotionStreamDecoder, StreamDecoder)
 from facevid2vid.codec.encoder import Encoder, EncoderSettings
 from facevid2vid.config import model_preset
 from facevid2vid.errors import BitstreamError
@@ -69,7 +69,7 @@ def test_decoder_motion_is_bit_exact_and_frames_match(model, face_frames):
         assert np.array_equal(mine, theirs.indices)  # integer indices: bit-exact
         assert np.array_equal(encoder.quantizer.dequantize(mine), theirs.motion)  # floats too
     # another animator with another batch size renders what the encoder simulated
-    out = render_frames(Animator(model, batch_size=3), decoded, encoder.num_keypoints)
+    out = StreamDecoder(Animator(model, batch_size=3), encoder.header).render(decoded)
     sim = np.stack(encoder.reconstruction)
     diff = np.abs(out.astype(int) - sim)
     assert diff.max() <= 2 and diff.mean() < 0.05
@@ -113,7 +113,7 @@ def test_stats_add_up(model, face_frames):
 def test_live_decoder_reports_and_resumes_at_key_frame(model, face_frames):
     frames, fps = face_frames
     encoder, packets = encode(model, frames, fps, max_keyframe_interval=5 / fps)
-    reference = render_frames(Animator(model), decode_all(encoder.header, packets), encoder.num_keypoints)
+    reference = StreamDecoder(Animator(model), encoder.header).render(decode_all(encoder.header, packets))
     # packets: key 0, motion 1..4, key 5, motion 6..9, end
     assert [bs.parse_packet(p)[0].type for p in (packets[0], packets[5])] == [bs.PACKET_KEY] * 2
     live = StreamDecoder(Animator(model), encoder.header_bytes())
@@ -141,7 +141,7 @@ def test_other_model_is_refused(model, face_frames, tmp_path):
     encoder, packets = encode(model, frames[:3], fps)
     with pytest.raises(BitstreamError, match="made for another model"):
         StreamDecoder(Animator(tiny_model(seed=1)), encoder.header_bytes())
-    from facevid2vid.codec.decoder import decode_file
+    from facevid2vid.pipeline import decode_file
 
     path = tmp_path / "s.fv2v"
     path.write_bytes(encoder.header_bytes() + b"".join(packets))
@@ -166,7 +166,17 @@ def test_cli_round_trip_on_a_real_video(model, samples, tmp_path, capsys):
     assert "key frames:" in printed and "bits per motion frame" in printed and "kbps" in printed
     assert main(["decode", "--input", str(stream), "--output", str(out), "--checkpoint", str(ckpt)]) == 0
     frames, out_fps = read_video(out)
-    assert frames.shape == (10, 64, 64, 3) and out_fps == pytest.approx(fps)
+    from facevid2vid.face.track import track_frames
+    from facevid2vid.face.crop import DETECT_EVERY
+
+    side = track_frames(iter(read_video(clip)[0]), every=DETECT_EVERY).crop_box().size  # the encoded crops
+    assert frames.shape == (10, side, side, 3) and out_fps == pytest.approx(fps)
+    assert main(["decode", "--input", str(stream), "--output", str(tmp_path / "d%03d.png"), "--checkpoint",
+                 str(ckpt), "--size", "96"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("d*.png"))[:2] == ["d001.png", "d002.png"]
+    from facevid2vid.video_io import read_image
+
+    assert read_image(tmp_path / "d010.png").shape == (96, 96, 3)
 
     # a damaged stream: exit code 1 and one line naming where
     data = stream.read_bytes()
@@ -176,3 +186,20 @@ def test_cli_round_trip_on_a_real_video(model, samples, tmp_path, capsys):
     assert main(["decode", "--input", str(bad), "--output", str(tmp_path / "bad.mp4"), "--checkpoint", str(ckpt)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "truncated" in err and "byte" in err
+
+
+def test_decoded_video_has_the_input_size(model, samples, tmp_path):
+    """--no-crop: the frames are the face crops, so decode gives back the input's size (not the model's)."""
+    from facevid2vid.pipeline import decode_file, encode_file
+    from facevid2vid.video_io import read_video, write_video
+
+    raw, fps = read_video(samples.franck, max_frames=4)
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, raw[:, :200, :200], fps)
+    animator = Animator(model)
+    encode_file(clip, tmp_path / "c.fv2v", crop=False, animator=animator)
+    decode_file(tmp_path / "c.fv2v", tmp_path / "out.mp4", animator=animator)
+    frames, _ = read_video(tmp_path / "out.mp4")
+    assert frames.shape == (4, 200, 200, 3)
+    decode_file(tmp_path / "c.fv2v", tmp_path / "small.mp4", animator=animator, size=64)
+    assert read_video(tmp_path / "small.mp4")[0].shape == (4, 64, 64, 3)

@@ -49,9 +49,9 @@ class TestHeader:
     def test_out_of_range_fields_with_valid_crc(self):
         def forge(**kw):
             h = make_header()
-            body = struct.pack("<4sBB16sHHIIBBB7f", bs.MAGIC, bs.VERSION, 0, h.model_hash,
+            body = struct.pack("<4sBB16sHHIIBBB7fHH", bs.MAGIC, bs.VERSION, 0, h.model_hash,
                                kw.get("width", 64), 64, kw.get("fps_num", 25), 1, kw.get("kp", K), 50, 0,
-                               *kw.get("steps", h.steps))
+                               *kw.get("steps", h.steps), kw.get("output_width", 64), 64)
             return body + struct.pack("<I", zlib.crc32(body))
 
         with pytest.raises(BitstreamError, match="width"):
@@ -64,6 +64,17 @@ class TestHeader:
             bs.parse_header(forge(steps=(float("nan"),) + (0.1,) * 6))
         with pytest.raises(BitstreamError, match="too fine"):
             bs.parse_header(forge(steps=(1e-5,) + (0.1,) * 6))
+        with pytest.raises(BitstreamError, match="output_width at byte 65"):
+            bs.parse_header(forge(output_width=5000))
+
+    def test_output_size_round_trips_and_version_1_is_read(self):
+        header = make_header(output_width=200, output_height=200)
+        assert bs.parse_header(header.to_bytes()).output_size == (200, 200)
+        h = make_header()
+        body = struct.pack("<4sBB16sHHIIBBB7f", bs.MAGIC, 1, 0, h.model_hash, 64, 64, 25, 1, K, 50, 0, *h.steps)
+        old = bs.parse_header(body + struct.pack("<I", zlib.crc32(body)))  # a version-1 stream: no output size
+        assert old.output_size == (64, 64) and old.steps == h.steps
+        assert bs.read_header(io.BytesIO(body + struct.pack("<I", zlib.crc32(body)) + b"rest")) == old
 
 
 class TestPackets:

@@ -8,11 +8,12 @@ import torch
 from facevid2vid import geometry
 from facevid2vid.errors import FaceVid2VidError, InputError, NoFaceError
 from facevid2vid.face import dlib_models
-from facevid2vid.face.crop import CropBox, crop_frames, prepare_frames, steady_crop_box, track_boxes
+from facevid2vid.face.crop import CropBox, crop_frames, prepare_frames, steady_crop_box
 from facevid2vid.face.detect import box_area, detect_faces
 from facevid2vid.face.embedding import embedding_distance, face_embedding
 from facevid2vid.face.landmarks import landmarks_68
 from facevid2vid.face.pose import HeadPoseEstimator, MODEL_INDICES, angles_from_matrix, project_model
+from facevid2vid.face.track import track_frames
 from facevid2vid.video_io import read_image, read_video
 
 
@@ -62,8 +63,8 @@ def test_landmarks(franck, blank):
 
 
 def test_steady_crop_contains_face_in_every_frame(franck):
-    boxes = track_boxes(franck, every=5)
-    assert boxes.shape == (30, 4)
+    track = track_frames(franck, every=5)
+    assert track.boxes.shape == (30, 4) and track.present.all()
     out, box = prepare_frames(franck, 128, name="franck")
     assert isinstance(box, CropBox) and out.shape == (30, 128, 128, 3) and out.dtype == np.uint8
     assert steady_crop_box(franck, name="franck") == box  # deterministic: one box per clip

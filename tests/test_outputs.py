@@ -41,7 +41,7 @@ def files(tmp_path_factory):
     save_checkpoint(root / "tiny.safetensors", FaceVid2Vid(model_preset("tiny")))
     write_video(root / "short.mp4", _frames(6), 25)
     write_video(root / "long.mp4", _frames(1200), 25)
-    from facevid2vid.codec.encoder import encode_file
+    from facevid2vid.pipeline import encode_file
 
     encode_file(root / "short.mp4", root / "short.fv2v", checkpoint=str(root / "tiny.safetensors"), crop=False)
     return root

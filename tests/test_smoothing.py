@@ -142,19 +142,18 @@ def tiny_model():
 def test_animator_applies_the_smoother_before_relative_motion(tiny_model):
     animator = Animator(tiny_model, batch_size=3)
     g = torch.Generator().manual_seed(1)
-    animator.set_source(torch.rand(1, 3, 64, 64, generator=g))
+    source = animator.encode_source(torch.rand(1, 3, 64, 64, generator=g))
     driving = torch.rand(7, 3, 64, 64, generator=g)
-    plain = animator.animate(driving, mode="relative")
+    plain = animator.animate(source, driving, mode="relative")
     calls = []
     smoother = MotionSmoother(FPS)
-    smooth = animator.animate(driving, mode="relative", smoother=lambda m: calls.append(len(m.yaw)) or smoother(m))
+    smooth = animator.animate(source, driving, mode="relative", smoother=lambda m: calls.append(len(m.yaw)) or smoother(m))
     assert calls == [3, 3, 1]  # each batch of driving motion, in order
     assert torch.allclose(smooth[:1], plain[:1], atol=1e-5)  # the first frame passes unchanged
     raw = animator.estimate_motion(driving)
     whole = smooth_motion(raw, FPS)
     assert (whole.delta[1:] - raw.delta[1:]).abs().mean() > 1e-4
-    src = animator.source.motion
-    expected = animator.render(Animator.relative_motion(whole, whole.index(slice(0, 1)), src))
+    expected = animator.render(source, Animator.relative_motion(whole, whole.index(slice(0, 1)), source.motion))
     assert torch.allclose(smooth, expected, atol=1e-5)
 
 

@@ -121,9 +121,11 @@ def test_angles_are_checked_by_the_library_too(tiny_ckpt):
     with pytest.raises(InputError, match="--pitch"):
         redirect_files("unused.png", "out.png", pitch=float("nan"), checkpoint=str(tiny_ckpt))
     animator = Animator(load_checkpoint(tiny_ckpt))
-    motion = animator.set_source(torch.rand(1, 3, 64, 64)).motion
+    from facevid2vid.structures import View
+
+    source = animator.encode_source(torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError, match="yaw must be finite"):
-        animator.render(motion, yaw=float("inf"))
+        animator.render(source, source.motion, View(yaw=float("inf")))
 
 
 @pytest.mark.parametrize("argv, option", [
@@ -174,7 +176,7 @@ def test_unknown_device_is_a_usage_error(capsys, command):
 
 
 def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
-    from facevid2vid.pipeline import _device
+    from facevid2vid.devices import resolve_device as _device  # the one resolver of device names
     from facevid2vid.training.distributed import env_dist_info, pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -186,6 +188,23 @@ def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
         pick_device("cuda", env_dist_info())
     with pytest.raises(UsageError, match="choose cpu, cuda"):
         _device("tpu")
+
+
+def test_one_device_resolver(monkeypatch):
+    from facevid2vid.cli._common import device_name
+    from facevid2vid.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == resolve_device("auto") == resolve_device(" CPU ") == "cpu"
+    assert device_name("AUTO") == "auto"  # the CLI leaves auto to the library (no torch at parse time)
+    for bad in ("cuda:", "cpu:0", "cuda:x", "gpu", ""):
+        with pytest.raises(UsageError, match="is not a device"):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(UsageError, match="has 2 CUDA devices"):
+        resolve_device("cuda:2")
 
 
 # ----------------------------------------------------------------------------- images
@@ -685,8 +704,8 @@ class _Touch:
 
 
 def test_pickles_are_never_unpickled(tmp_path):
-    from facevid2vid.metrics.learned import load_state_dict_file
     from facevid2vid.training.perceptual import read_state_dict
+    from facevid2vid.weights_io import read_state_dict as load_state_dict_file
 
     marker = tmp_path / "code_ran"
     evil = tmp_path / "evil.pth"

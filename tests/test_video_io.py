@@ -133,3 +133,17 @@ def test_tensor_conversion():
     np.testing.assert_array_equal(to_uint8(t), frames)
     assert to_tensor(frames[0]).shape == (1, 3, 5, 7)
     assert to_uint8(torch.full((3, 2, 2), 2.0)).max() == 255
+
+
+def test_one_list_of_readable_and_one_of_writable_extensions():
+    from facevid2vid import outputs, validation, video_io
+
+    assert video_io.IMAGE_EXTENSIONS is validation.READABLE_IMAGE_EXTENSIONS
+    assert video_io.VIDEO_EXTENSIONS is validation.READABLE_VIDEO_EXTENSIONS
+    assert outputs.IMAGE_EXTENSIONS is validation.WRITABLE_IMAGE_EXTENSIONS
+    assert outputs.VIDEO_EXTENSIONS is validation.WRITABLE_VIDEO_EXTENSIONS
+    # what is written is read back
+    assert set(outputs.IMAGE_EXTENSIONS) <= video_io.IMAGE_EXTENSIONS
+    assert set(outputs.VIDEO_EXTENSIONS) <= video_io.VIDEO_EXTENSIONS
+    assert not video_io.IMAGE_EXTENSIONS & video_io.VIDEO_EXTENSIONS
+    assert video_io.is_image_path("a.TIFF") and not video_io.is_image_path("a.m4v")

@@ -1,15 +1,21 @@
 """Arguments shared by several commands, and the ``type=`` checks that make bad values usage errors.
 
 A value a check refuses is reported by argparse as one line naming the option, exit code 2.
+:class:`OptionTable` says which options set which fields of a settings dataclass (or which
+parameters of a library function): commands build their settings through it, and
+tests/test_cli_defaults.py checks the defaults on both sides against each other.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+from facevid2vid.devices import check_device, device_problem
 from facevid2vid.validation import MAX_ANGLE
-
-DEVICES = ("cpu", "cuda", "auto")
 
 
 def _parse(text: str, kind: type, what: str):
@@ -67,24 +73,19 @@ angle = float_range(-MAX_ANGLE, MAX_ANGLE)
 
 
 def device_name(text: str) -> str:
-    """A ``type=`` for --device: cpu, cuda, cuda:N or auto; cuda only where CUDA is available."""
-    name = text.strip().lower()
-    kind, _, index = name.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}: choose {', '.join(DEVICES)} (or cuda:N)")
-    if kind == "cuda":
-        import torch
+    """A ``type=`` for --device (:mod:`facevid2vid.devices`): cpu, cuda, cuda:N or auto, normalised.
 
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available here: use cpu or auto")
-        if index and int(index) >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA devices")
-    return name
+    ``auto`` is left for the library to resolve, so that checking it needs no torch import.
+    """
+    problem = device_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return check_device(text)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default="auto",
-                   help="cpu, cuda or auto (default: cuda when available)")
+                   help="cpu, cuda, cuda:N or auto (default: auto, i.e. cuda when available)")
 
 
 def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -97,6 +98,9 @@ def add_model_args(p: argparse.ArgumentParser, device: bool = True) -> None:
 def add_crop_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-crop", dest="crop", action="store_false",
                    help="use the inputs as they are (resized) instead of detecting and cropping the face")
+
+
+VIEW_OPTIONS = {"yaw": "yaw", "pitch": "pitch", "roll": "roll", "frontalize": "frontalize"}  # add_view_args
 
 
 def add_view_args(p: argparse.ArgumentParser) -> None:
@@ -114,27 +118,67 @@ def report(result, what: str) -> None:
           f"{fps}) in {result.seconds:.1f} s")
 
 
-def add_smoothing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--smooth", action="store_true",
-                   help="smooth the estimated head pose and expression over time (One Euro filter; causal)")
+@dataclass(frozen=True)
+class OptionTable:
+    """Which options of a command set which fields of a settings dataclass (or parameters of a function).
+
+    ``target`` ("module:name") is imported only when the command runs, so ``--help`` loads no
+    torch. An option whose value is None leaves the field at its default. Every field of a
+    dataclass target is in ``options``, in ``elsewhere`` (set from other options by the command)
+    or in ``not_on_cli`` (no option, deliberately); tests/test_cli_defaults.py holds each table
+    to that and checks every option's default, and the "default X" its help states, against the
+    field's. ``overrides``: the options change a loaded config, so their defaults are None.
+    """
+
+    target: str
+    options: Mapping[str, str]  # argparse dest -> field or parameter name
+    elsewhere: Mapping[str, str] = field(default_factory=dict)  # field -> dest of the option that sets it
+    not_on_cli: frozenset[str] = frozenset()
+    overrides: bool = False
+
+    def resolve(self) -> Any:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """{field: value} of the options given a value (not None) in ``args``."""
+        found = {name: getattr(args, dest, None) for dest, name in self.options.items()}
+        return {name: value for name, value in found.items() if value is not None}
+
+    def build(self, args: argparse.Namespace, **fields: Any) -> Any:
+        """The dataclass from ``args`` and ``fields`` (the ones set elsewhere)."""
+        cls = self.resolve()
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{self.target} is not a dataclass")
+        return cls(**self.values(args), **fields)
+
+
+SMOOTHING = OptionTable("facevid2vid.smoothing:SmoothingSettings",
+                        {"smooth": "enabled", "smooth_min_cutoff": "min_cutoff", "smooth_beta": "beta"},
+                        not_on_cli=frozenset({"d_cutoff"}))  # the speed estimate's filter: tuned once, fixed
+
+
+def add_smoothing_args(p: argparse.ArgumentParser, jitter_row: bool = False) -> None:
+    """--smooth, --smooth-min-cutoff, --smooth-beta; ``jitter_row``: only the filter of benchmark's smoothed row."""
+    if jitter_row:
+        what, implies = "One Euro filter of the smoothed jitter row: ", ""
+    else:
+        p.add_argument("--smooth", action="store_true",
+                       help="smooth the estimated head pose and expression over time (One Euro filter; causal)")
+        what, implies = "", "implies --smooth; "
     # checked by SmoothingSettings.validate() (one line naming the setting, exit code 1)
     p.add_argument("--smooth-min-cutoff", type=float, default=None, metavar="HZ",
-                   help="cutoff while still: lower smooths more (implies --smooth; default 0.5)")
+                   help=f"{what}cutoff while still: lower smooths more ({implies}default 0.5)")
     p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
-                   help="how fast the cutoff rises with speed: higher lags less (implies --smooth; default 15)")
+                   help=f"{what}how fast the cutoff rises with speed: higher lags less ({implies}default 15)")
 
 
 def smoothing_settings(args, enabled: bool | None = None):
     """SmoothingSettings from the --smooth* arguments (validated); ``enabled`` overrides --smooth."""
-    from facevid2vid.smoothing import SmoothingSettings
-
-    settings = SmoothingSettings()
+    values = SMOOTHING.values(args)
     if enabled is None:
-        enabled = args.smooth or args.smooth_min_cutoff is not None or args.smooth_beta is not None
-    settings.enabled = enabled
-    if args.smooth_min_cutoff is not None:
-        settings.min_cutoff = args.smooth_min_cutoff
-    if args.smooth_beta is not None:
-        settings.beta = args.smooth_beta
+        enabled = bool(values.pop("enabled", False)) or bool(values)
+    values["enabled"] = enabled
+    settings = SMOOTHING.resolve()(**values)
     settings.validate()
     return settings

@@ -1,9 +1,12 @@
 """`facevid2vid animate`: drive a source photo with a video."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import (add_crop_arg, add_model_args, add_smoothing_args, add_view_args, report,
-                                     smoothing_settings)
+from facevid2vid.cli._common import (SMOOTHING, VIEW_OPTIONS, OptionTable, add_crop_arg, add_model_args,
+                                     add_smoothing_args, add_view_args, report, smoothing_settings)
 from facevid2vid.outputs import VIDEO_OUTPUT_HELP
+
+RUN = OptionTable("facevid2vid.pipeline:animate_files", {"mode": "mode", **VIEW_OPTIONS, "crop": "crop"})
+OPTION_TABLES = (RUN, SMOOTHING)
 
 
 def register(sub) -> None:
@@ -25,8 +28,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from facevid2vid.pipeline import animate_files
 
-    result = animate_files(args.source, args.driving, args.output, checkpoint=args.checkpoint, mode=args.mode,
-                           yaw=args.yaw, pitch=args.pitch, roll=args.roll, frontalize=args.frontalize,
-                           crop=args.crop, device=args.device, smoothing=smoothing_settings(args))
+    result = animate_files(args.source, args.driving, args.output, checkpoint=args.checkpoint, device=args.device,
+                           smoothing=smoothing_settings(args), **RUN.values(args))
     report(result, "animate")
     return 0

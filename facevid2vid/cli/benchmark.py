@@ -1,9 +1,20 @@
 """`facevid2vid benchmark`: the paper's evaluation protocol on one clip, with a no-motion baseline."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import (add_crop_arg, add_model_args, angle, int_range, nonnegative_int, positive_int,
-                                     smoothing_settings)
-from facevid2vid.cli.evaluate import add_metric_args, metric_inputs, metric_options, metric_outputs
+from facevid2vid.cli._common import (SMOOTHING, OptionTable, add_crop_arg, add_model_args, add_smoothing_args, angle,
+                                     int_range, nonnegative_int, positive_int, smoothing_settings)
+from facevid2vid.cli.evaluate import EVALUATE, add_metric_args, metric_inputs, metric_options, metric_outputs
+
+JITTER = OptionTable("facevid2vid.metrics.benchmark:JitterOptions", {"still": "still", "still_length": "length"},
+                     elsewhere={"smoothing": "smooth_min_cutoff"})  # ROW_SMOOTHING
+# the filter of the smoothed jitter row: SMOOTHING's options but --smooth, as that row is always smoothed
+ROW_SMOOTHING = OptionTable(SMOOTHING.target, {d: f for d, f in SMOOTHING.options.items() if f != "enabled"},
+                            not_on_cli=SMOOTHING.not_on_cli | {"enabled"})
+RUN = OptionTable(  # the parameters of run_benchmark with defaults (--device: facevid2vid.devices)
+    "facevid2vid.metrics.benchmark:run_benchmark",
+    {"task": "task", "max_frames": "max_frames", "start": "start", "yaws": "yaws", "crop": "crop",
+     "model_batch_size": "batch_size", "source": "sources", "eval_size": "eval_size"})
+OPTION_TABLES = (RUN, JITTER, ROW_SMOOTHING, EVALUATE)
 
 
 def _yaws(text: str) -> list[float]:
@@ -57,10 +68,7 @@ def register(sub) -> None:
                         "(default: the --still-length frames with the least pixel change)")
     p.add_argument("--still-length", type=int_range(2), default=48, metavar="N",
                    help="frames of the still window found automatically (default 48)")
-    p.add_argument("--smooth-min-cutoff", type=float, default=None, metavar="HZ",
-                   help="One Euro filter of the smoothed jitter row: cutoff while still (default 0.5)")
-    p.add_argument("--smooth-beta", type=float, default=None, metavar="BETA",
-                   help="One Euro filter of the smoothed jitter row: speed coefficient (default 15)")
+    add_smoothing_args(p, jitter_row=True)
     add_model_args(p)
     add_crop_arg(p)
     add_metric_args(p)
@@ -69,20 +77,16 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from facevid2vid.errors import InputError
-    from facevid2vid.metrics.benchmark import (DEFAULT_YAWS, JitterOptions, format_benchmark, run_benchmark,
-                                               write_benchmark)
+    from facevid2vid.metrics.benchmark import format_benchmark, run_benchmark, write_benchmark
     from facevid2vid.outputs import check_outputs
 
     check_outputs(metric_outputs(args), {"--video": args.video, "--source": args.source,
                                          "--checkpoint": args.checkpoint, **metric_inputs(args)})
     if args.still_length < 2:
         raise InputError(f"--still-length must be 2 or more, got {args.still_length}")
-    jitter = JitterOptions(still=args.still, length=args.still_length,
-                           smoothing=smoothing_settings(args, enabled=True))
-    result = run_benchmark(args.checkpoint, args.video, task=args.task, max_frames=args.max_frames,
-                           start=args.start, yaws=args.yaws or DEFAULT_YAWS, crop=args.crop, device=args.device,
-                           batch_size=args.model_batch_size, options=metric_options(args), jitter=jitter,
-                           sources=args.source, eval_size=args.eval_size)
+    jitter = JITTER.build(args, smoothing=smoothing_settings(args, enabled=True))
+    result = run_benchmark(args.checkpoint, args.video, device=args.device, options=metric_options(args),
+                           jitter=jitter, **RUN.values(args))
     print(format_benchmark(result))
     write_benchmark(result, args.json, args.markdown)
     for path in (args.json, args.markdown):

@@ -1,7 +1,10 @@
 """`facevid2vid demo`: the bundled model on the sample clips."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_device_arg, int_range
+from facevid2vid.cli._common import OptionTable, add_device_arg, int_range
+
+RUN = OptionTable("facevid2vid.demo:run_demo", {"output": "output", "frames": "num_frames"})
+OPTION_TABLES = (RUN,)
 
 
 def register(sub) -> None:
@@ -20,5 +23,5 @@ def run(args) -> int:
     from facevid2vid.outputs import check_outputs
 
     check_outputs({"--output": (args.output, "folder")}, {"--checkpoint": args.checkpoint})
-    run_demo(args.output, device=args.device, checkpoint=args.checkpoint, num_frames=args.frames)
+    run_demo(device=args.device, checkpoint=args.checkpoint, **RUN.values(args))
     return 0

@@ -1,8 +1,18 @@
 """`facevid2vid encode`: compress a face video into a .fv2v stream (key frames + motion)."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import (add_crop_arg, add_model_args, add_smoothing_args, int_range, nonnegative_float,
-                                     positive_float, positive_int, smoothing_settings)
+from facevid2vid.cli._common import (SMOOTHING, OptionTable, add_crop_arg, add_model_args, add_smoothing_args,
+                                     int_range, nonnegative_float, positive_float, positive_int, smoothing_settings)
+
+ENCODER = OptionTable(
+    "facevid2vid.codec.encoder:EncoderSettings",
+    {"quality": "quality", "keyframe_threshold": "keyframe_threshold",
+     "max_keyframe_interval": "max_keyframe_interval", "keyframe_codec": "keyframe_codec",
+     "frames_per_packet": "frames_per_packet"},
+    elsewhere={"smoothing": "smooth"},  # SMOOTHING
+    # library knobs: tuning and measurement (benchmarks/codec_rd.py), not for users
+    not_on_cli=frozenset({"keyframe_quality", "hysteresis", "steps", "measure_quantization", "keep_reconstruction"}))
+OPTION_TABLES = (ENCODER, SMOOTHING)
 
 
 def register(sub) -> None:
@@ -30,11 +40,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from facevid2vid.codec.encoder import EncoderSettings, encode_file
+    from facevid2vid.pipeline import encode_file
 
-    settings = EncoderSettings(quality=args.quality, keyframe_threshold=args.keyframe_threshold,
-                               max_keyframe_interval=args.max_keyframe_interval, keyframe_codec=args.keyframe_codec,
-                               frames_per_packet=args.frames_per_packet, smoothing=smoothing_settings(args))
+    settings = ENCODER.build(args, smoothing=smoothing_settings(args))
     result = encode_file(args.input, args.output, checkpoint=args.checkpoint, settings=settings, crop=args.crop,
                          device=args.device, progress=True)
     print(f"encode: wrote {result.output} in {result.seconds:.1f} s")

@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from facevid2vid.cli._common import positive_int
+from facevid2vid.cli._common import OptionTable, positive_int
+
+EVALUATE = OptionTable(
+    "facevid2vid.metrics.evaluate:EvaluateOptions",
+    {"batch_size": "batch_size", "faces": "faces", "vmaf": "vmaf", "perception": "perception",
+     "lpips_backbone": "lpips_backbone", "lpips_heads": "lpips_heads", "fid_weights": "fid_weights",
+     "progress": "progress"},
+    # device: given by the command (evaluate: the CPU; benchmark: its model's); libvmaf picks its threads
+    not_on_cli=frozenset({"device", "vmaf_threads"}))
+OPTION_TABLES = (EVALUATE,)
 
 
 def add_metric_args(p: argparse.ArgumentParser) -> None:
@@ -37,11 +46,8 @@ def metric_outputs(args) -> dict:
 
 
 def metric_options(args, device: str = "cpu"):
-    from facevid2vid.metrics.evaluate import EvaluateOptions
-
-    return EvaluateOptions(batch_size=args.batch_size, faces=args.faces, vmaf=args.vmaf, perception=args.perception,
-                           lpips_backbone=args.lpips_backbone, lpips_heads=args.lpips_heads,
-                           fid_weights=args.fid_weights, device=device, progress=args.progress)
+    """EvaluateOptions from the metric options (:func:`add_metric_args`)."""
+    return EVALUATE.build(args, device=device)
 
 
 def register(sub) -> None:

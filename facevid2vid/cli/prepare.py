@@ -4,7 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facevid2vid.cli._common import int_range, positive_int
+from facevid2vid.cli._common import OptionTable, int_range, positive_int
+
+PREPARE = OptionTable(
+    "facevid2vid.data.prepare:PrepareOptions",
+    {"size": "size", "min_frames": "min_frames", "max_frames": "max_frames", "min_face": "min_face",
+     "detect_every": "detect_every", "poses": "poses"},
+    elsewhere={"start": "frames", "end": "frames"},  # --frames START:END
+    # how a steady segment is found and cropped: tuned once for the face detector, not per data set
+    not_on_cli=frozenset({"max_shift", "max_zoom", "margin", "shift", "jpeg_quality"}))
+RUN = OptionTable("facevid2vid.data.prepare:prepare",
+                  {"workers": "workers", "progress": "progress", "stills": "stills",
+                   "allow_evaluation": "allow_evaluation"})
+OPTION_TABLES = (PREPARE, RUN)
 
 
 def register(sub) -> None:
@@ -39,15 +51,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facevid2vid.data.prepare import PrepareOptions, parse_frame_range, prepare
+    from facevid2vid.data.prepare import parse_frame_range, prepare
 
     start, end = parse_frame_range(args.frames)
-    opts = PrepareOptions(size=args.size, start=start, end=end, min_frames=args.min_frames,
-                          max_frames=args.max_frames, min_face=args.min_face, detect_every=args.detect_every,
-                          poses=args.poses)
-    report = prepare(args.input, args.output, opts, workers=args.workers, progress=args.progress,
-                     log=lambda msg: print(f"prepare: {msg}", file=sys.stderr), stills=args.stills,
-                     allow_evaluation=args.allow_evaluation)
+    opts = PREPARE.build(args, start=start, end=end)
+    report = prepare(args.input, args.output, opts, log=lambda msg: print(f"prepare: {msg}", file=sys.stderr),
+                     **RUN.values(args))
     t = report.to_dict()["totals"]
     print(f"prepare: {t['clips']} clips ({t['frames']} frames) from {t['sources'] - t['skipped']} of "
           f"{t['sources']} inputs into {args.output}; {t['skipped']} skipped (see {args.output}/report.json)")

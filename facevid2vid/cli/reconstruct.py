@@ -1,8 +1,12 @@
 """`facevid2vid reconstruct`: same-identity reconstruction of a video from its first frame."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args, add_smoothing_args, report, smoothing_settings
+from facevid2vid.cli._common import (SMOOTHING, OptionTable, add_crop_arg, add_model_args, add_smoothing_args, report,
+                                     smoothing_settings)
 from facevid2vid.outputs import VIDEO_OUTPUT_HELP
+
+RUN = OptionTable("facevid2vid.pipeline:reconstruct_files", {"reference_output": "reference_output", "crop": "crop"})
+OPTION_TABLES = (RUN, SMOOTHING)
 
 
 def register(sub) -> None:
@@ -22,9 +26,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from facevid2vid.pipeline import reconstruct_files
 
-    result = reconstruct_files(args.video, args.output, reference_output=args.reference_output,
-                               checkpoint=args.checkpoint, crop=args.crop, device=args.device,
-                               smoothing=smoothing_settings(args))
+    result = reconstruct_files(args.video, args.output, checkpoint=args.checkpoint, device=args.device,
+                               smoothing=smoothing_settings(args), **RUN.values(args))
     report(result, "reconstruct")
     if result.reference_output:
         print(f"reconstruct: wrote reference frames to {result.reference_output}")

@@ -1,8 +1,11 @@
 """`facevid2vid redirect`: rotate a head freely, or frontalize it."""
 from __future__ import annotations
 
-from facevid2vid.cli._common import add_crop_arg, add_model_args, add_view_args, report
-from facevid2vid.outputs import VIDEO_OUTPUT_HELP
+from facevid2vid.cli._common import VIEW_OPTIONS, OptionTable, add_crop_arg, add_model_args, add_view_args, report
+from facevid2vid.outputs import IMAGE_OUTPUT_HELP, VIDEO_OUTPUT_HELP
+
+RUN = OptionTable("facevid2vid.pipeline:redirect_files", {**VIEW_OPTIONS, "crop": "crop"})
+OPTION_TABLES = (RUN,)
 
 
 def register(sub) -> None:
@@ -11,7 +14,7 @@ def register(sub) -> None:
                                    "An image in gives a PNG out; a video in gives a video out.")
     p.add_argument("--source", required=True, metavar="IMG_OR_VIDEO")
     p.add_argument("--output", required=True, metavar="OUT",
-                   help="an image (.png, .jpg, .jpeg, .bmp, .webp) for a photo; for a video, " + VIDEO_OUTPUT_HELP)
+                   help=IMAGE_OUTPUT_HELP + " for a photo; for a video, " + VIDEO_OUTPUT_HELP)
     add_view_args(p)
     add_model_args(p)
     add_crop_arg(p)
@@ -21,8 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from facevid2vid.pipeline import redirect_files
 
-    result = redirect_files(args.source, args.output, yaw=args.yaw, pitch=args.pitch, roll=args.roll,
-                            frontalize=args.frontalize, checkpoint=args.checkpoint, crop=args.crop,
-                            device=args.device)
+    result = redirect_files(args.source, args.output, checkpoint=args.checkpoint, device=args.device,
+                            **RUN.values(args))
     report(result, "redirect")
     return 0

@@ -17,7 +17,7 @@ from facevid2vid.codec.quantize import ANGLE_LIMIT, EXPRESSION_LIMIT, MAX_INDEX,
 from facevid2vid.errors import BitstreamError
 
 MAGIC = b"FV2V"
-VERSION = 1
+VERSION = 2  # 2 added the output frame size; version 1 streams are still read
 
 # packet types (a fixed table: never renumber)
 PACKET_KEY = 0x01  # intra-coded key frame plus the quantized motion of that frame
@@ -39,8 +39,10 @@ MAX_SIZE = 1024  # width and height
 MAX_KEYPOINTS = 64
 NUM_STEPS = 7  # yaw, pitch, roll, tx, ty, tz, expression
 
-_HEADER = struct.Struct("<4sBB16sHHIIBBB7f")  # all fields before the CRC
+_HEADER_V1 = struct.Struct("<4sBB16sHHIIBBB7f")  # all fields before the CRC
+_HEADER = struct.Struct("<4sBB16sHHIIBBB7fHH")  # version 2: + output width, height
 HEADER_SIZE = _HEADER.size + 4
+HEADER_SIZE_V1 = _HEADER_V1.size + 4
 _CRC = struct.Struct("<I")
 
 
@@ -61,8 +63,19 @@ class StreamHeader:
     num_keypoints: int
     quality: int
     steps: tuple[float, ...]  # NUM_STEPS float32 values
-    expression_mode: int = 0  # 0: raw per-keypoint deltas (the only mode of version 1)
+    expression_mode: int = 0  # 0: raw per-keypoint deltas (the only mode so far)
     flags: int = 0
+    output_width: int = 0  # size of the encoded input's face crops (what decode writes); 0: width
+    output_height: int = 0  # 0: height
+
+    def __post_init__(self):
+        object.__setattr__(self, "output_width", self.output_width or self.width)
+        object.__setattr__(self, "output_height", self.output_height or self.height)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) decoded frames are written at by default."""
+        return self.output_width, self.output_height
 
     @property
     def fps(self) -> float:
@@ -72,7 +85,7 @@ class StreamHeader:
         self.validate()
         body = _HEADER.pack(MAGIC, VERSION, self.flags, self.model_hash, self.width, self.height,
                             self.fps_num, self.fps_den, self.num_keypoints, self.quality,
-                            self.expression_mode, *self.steps)
+                            self.expression_mode, *self.steps, *self.output_size)
         return body + _CRC.pack(zlib.crc32(body))
 
     def validate(self) -> None:
@@ -84,7 +97,9 @@ class StreamHeader:
             bad("model_hash", 6, f"must be 16 bytes, got {len(self.model_hash)}")
         if self.flags != 0:
             bad("flags", 5, f"unknown flags 0x{self.flags:02x}")
-        for name, value, offset in (("width", self.width, 22), ("height", self.height, 24)):
+        ow, oh = self.output_size
+        for name, value, offset in (("width", self.width, 22), ("height", self.height, 24),
+                                    ("output_width", ow, 65), ("output_height", oh, 67)):
             if not 16 <= value <= MAX_SIZE:
                 bad(name, offset, f"{value} is outside 16..{MAX_SIZE}")
         if not 1 <= self.fps_num <= 1_000_000 or not 1 <= self.fps_den <= 1_000_000:
@@ -108,24 +123,42 @@ class StreamHeader:
                 bad("steps", 37 + 4 * i, f"step {i} = {step!r} is too fine (more than {MAX_INDEX} levels)")
 
 
+def header_size(version: int) -> int:
+    """Bytes of a header of format ``version`` (1 or 2)."""
+    return HEADER_SIZE_V1 if version == 1 else HEADER_SIZE
+
+
 def parse_header(data: bytes) -> StreamHeader:
-    """Header from the first HEADER_SIZE bytes of a stream."""
-    if len(data) < HEADER_SIZE:
+    """Header from the first bytes of a stream (HEADER_SIZE, or HEADER_SIZE_V1 for version 1)."""
+    if len(data) < 5:
         raise BitstreamError(f"truncated header: {len(data)} bytes, need {HEADER_SIZE}")
     if data[:4] != MAGIC:
         raise BitstreamError(f"not a .fv2v stream: bytes 0-3 are {data[:4]!r}, expected {MAGIC!r}")
-    if data[4] != VERSION:
-        raise BitstreamError(f"unsupported .fv2v version {data[4]} at byte 4 (this decoder reads version {VERSION})")
-    body = data[:_HEADER.size]
-    (stored,) = _CRC.unpack_from(data, _HEADER.size)
+    if data[4] not in (1, VERSION):
+        raise BitstreamError(f"unsupported .fv2v version {data[4]} at byte 4 (this decoder reads versions 1 and "
+                             f"{VERSION})")
+    layout = _HEADER_V1 if data[4] == 1 else _HEADER
+    if len(data) < layout.size + 4:
+        raise BitstreamError(f"truncated header: {len(data)} bytes, need {layout.size + 4}")
+    body = data[:layout.size]
+    (stored,) = _CRC.unpack_from(data, layout.size)
     if zlib.crc32(body) != stored:
-        raise BitstreamError(f"header CRC mismatch at byte {_HEADER.size} (corrupt header)")
-    (_, _, flags, model_hash, width, height, fps_num, fps_den, keypoints, quality,
-     expression_mode, *steps) = _HEADER.unpack(body)
+        raise BitstreamError(f"header CRC mismatch at byte {layout.size} (corrupt header)")
+    fields = layout.unpack(body)
+    (_, _, flags, model_hash, width, height, fps_num, fps_den, keypoints, quality, expression_mode) = fields[:11]
+    steps = fields[11:11 + NUM_STEPS]
+    out_w, out_h = fields[11 + NUM_STEPS:] or (width, height)
     header = StreamHeader(model_hash, width, height, fps_num, fps_den, keypoints, quality,
-                          tuple(float(s) for s in steps), expression_mode, flags)
+                          tuple(float(s) for s in steps), expression_mode, flags, out_w, out_h)
     header.validate()
     return header
+
+
+def read_header(stream: BinaryIO) -> StreamHeader:
+    """The header at the start of a binary file object (either version), leaving it at the first packet."""
+    start = stream.read(5)
+    rest = stream.read(header_size(start[4]) - 5) if len(start) == 5 else b""
+    return parse_header(start + rest)
 
 
 # ---------------------------------------------------------------------------

@@ -10,21 +10,16 @@ Two layers:
 - :class:`StreamDecoder` adds the model: it checks that the stream was made for it,
   derives the source from each decoded key frame and renders the motion frames.
 
-:func:`decode_file` reads a file, validates all of it first (cheap: no synthesis), then
-writes the video.
+:func:`decode_stream` parses a file once, rendering as it goes; the file-level command
+(``facevid2vid.pipeline.decode_file``) writes what it yields.
 """
 from __future__ import annotations
 
 import contextlib
-import time
-from fractions import Fraction
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import torch
-
 from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.entropy import MotionEntropyCoder
 from facevid2vid.codec.keyframe import decode_image
@@ -199,59 +194,77 @@ class MotionStreamDecoder:
 
 
 class StreamDecoder:
-    """Live receiver: header, then packets one at a time, frames out.
+    """Receiver: header, then packets, frames out. Owns the source of its current key frame.
 
     Args:
-        animator: an :class:`~facevid2vid.inference.Animator` holding the model.
+        animator: an :class:`~facevid2vid.inference.Animator` holding the model (may be shared).
         header: the stream header (bytes or parsed); refused if made for another model.
+        size: side of the frames it gives (default: the header's output size, the encoded
+            input's); frames are synthesized at the model's size and resized by
+            :func:`~facevid2vid.face.crop.crop_frames` (bicubic when enlarging, area when shrinking).
     """
 
-    def __init__(self, animator, header: bytes | bs.StreamHeader):
+    def __init__(self, animator, header: bytes | bs.StreamHeader, size: int | None = None):
         self.animator = animator
         self.header = header if isinstance(header, bs.StreamHeader) else bs.parse_header(header)
         check_model(self.header, animator.model)
+        width, height = self.header.output_size
+        if size is None and width != height:
+            raise BitstreamError(f"the stream's output size {width}x{height} is not square: pass a size")
+        self.size = int(size or width)
         self.motion = MotionStreamDecoder(self.header, strict=False)
+        self.source = None  # SourceEncoding of the last key frame
+        self.frames_out = 0  # frames given so far
+        self.key_frames = 0  # of which key frames
 
     def push(self, packet: bytes) -> tuple[PacketReport, np.ndarray]:
-        """(report, frames uint8 (n, H, W, 3)) for one packet; n is 0 when it was skipped."""
+        """(report, frames uint8 (n, size, size, 3)) for one packet; n is 0 when it was skipped."""
         report = self.motion.push(packet)
-        return report, render_frames(self.animator, report.frames, self.header.num_keypoints)
+        return report, self.render(report.frames)
 
+    def render(self, frames: list[DecodedFrame]) -> np.ndarray:
+        """Receiver output uint8 (n, size, size, 3): key frames as decoded, motion frames synthesized.
 
-def render_frames(animator, frames: list[DecodedFrame], num_keypoints: int) -> np.ndarray:
-    """Receiver output for decoded frames: key frames as decoded, motion frames synthesized.
+        Each key frame replaces this decoder's source.
+        """
+        from facevid2vid.video_io import to_tensor, to_uint8
 
-    Sets the animator's source at each key frame. Returns uint8 (n, H, W, 3).
-    """
-    from facevid2vid.video_io import to_tensor, to_uint8
+        out: list[np.ndarray] = []
+        pending: list[np.ndarray] = []
 
-    size = animator.image_size
-    out: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
+        def flush():
+            if pending:
+                motion = array_to_motion(np.stack(pending), self.header.num_keypoints)
+                out.extend(to_uint8(self.animator.render(self.source, motion)))
+                pending.clear()
 
-    def flush():
-        if pending:
-            motion = array_to_motion(np.stack(pending), num_keypoints, animator.device)
-            out.extend(to_uint8(animator.render(motion)))
-            pending.clear()
+        for frame in frames:
+            if frame.is_key:
+                flush()
+                self.source = self.animator.encode_source(to_tensor(frame.key_image))
+                out.append(frame.key_image)
+                self.key_frames += 1
+            else:
+                pending.append(frame.motion)
+        flush()
+        self.frames_out += len(out)
+        return self._resize(np.stack(out) if out else np.zeros((0, self.header.height, self.header.width, 3),
+                                                                 dtype=np.uint8))
 
-    for frame in frames:
-        if frame.is_key:
-            flush()
-            animator.set_source(to_tensor(frame.key_image))
-            out.append(frame.key_image)
-        else:
-            pending.append(frame.motion)
-    flush()
-    return np.stack(out) if out else np.zeros((0, size, size, 3), dtype=np.uint8)
+    def _resize(self, frames: np.ndarray) -> np.ndarray:
+        from facevid2vid.face.crop import CropBox, crop_frames
+
+        if len(frames) == 0:
+            return np.zeros((0, self.size, self.size, 3), dtype=np.uint8)
+        if frames.shape[1] == self.size:
+            return frames
+        return crop_frames(frames, CropBox(0, 0, frames.shape[1]), self.size)
 
 
 # ---------------------------------------------------------------------------------------
-# files
+# streams in files (a path or a binary file object)
 
-
-def read_stream_header(stream) -> bs.StreamHeader:
-    return bs.parse_header(stream.read(bs.HEADER_SIZE))
+RENDER_FRAMES = 64  # motion frames rendered together at most when decoding a file (bounds memory)
 
 
 def _open(source):
@@ -261,26 +274,27 @@ def _open(source):
     return open(source, "rb")
 
 
+def _decoded(f, header: bs.StreamHeader) -> Iterator[DecodedFrame]:
+    decoder = MotionStreamDecoder(header, strict=True)
+    for packet in bs.read_packets(f, f.tell()):
+        yield from decoder.decode_packet(packet)
+
+
 def iter_decoded(source) -> Iterator[DecodedFrame]:
-    """Every decoded frame of a stream (a path or a binary file object), in order.
+    """Every decoded frame of a stream, in order (no synthesis).
 
     Strict: any problem raises BitstreamError naming the byte or packet.
     """
     with _open(source) as f:
-        header = read_stream_header(f)
-        decoder = MotionStreamDecoder(header, strict=True)
-        for packet in bs.read_packets(f):
-            yield from decoder.decode_packet(packet)
+        yield from _decoded(f, bs.read_header(f))
 
 
 def validate_file(source) -> tuple[bs.StreamHeader, int, int]:
     """Parse and decode everything but the synthesis: (header, frames, key frames)."""
     frames = keys = 0
     with _open(source) as f:
-        start = f.tell()
-        header = read_stream_header(f)
-        f.seek(start)
-        for frame in iter_decoded(f):
+        header = bs.read_header(f)
+        for frame in _decoded(f, header):
             frames += 1
             keys += frame.is_key
     if frames == 0:
@@ -288,49 +302,37 @@ def validate_file(source) -> tuple[bs.StreamHeader, int, int]:
     return header, frames, keys
 
 
-@dataclass
-class DecodeResult:
-    output: Path
-    num_frames: int
-    num_key_frames: int
-    fps: float
-    seconds: float
+def decode_stream(source, animator, size: int | None = None) -> tuple[StreamDecoder, Iterator[np.ndarray]]:
+    """(decoder, receiver frames uint8 (size, size, 3)) of a stream, parsed once as it is rendered.
+
+    The header and model are checked before this returns; any later problem in the stream
+    raises BitstreamError from the iterator (so a file writer discards its partial output).
+    """
+    own = not hasattr(source, "read")
+    f = open(source, "rb") if own else source
+    try:
+        header = bs.read_header(f)
+        decoder = StreamDecoder(animator, header, size)
+    except BaseException:
+        if own:
+            f.close()
+        raise
+    return decoder, _render_stream(f, decoder, close=own)
 
 
-def decode_frames(path: str | Path, animator) -> Iterator[np.ndarray]:
-    """Receiver frames uint8 (H, W, 3) of a file, rendered in batches between key frames."""
-    with open(path, "rb") as f:
-        header = read_stream_header(f)
-    check_model(header, animator.model)
-    batch: list[DecodedFrame] = []
-    for frame in iter_decoded(path):
-        if frame.is_key or len(batch) >= animator.batch_size:
-            yield from render_frames(animator, batch, header.num_keypoints)
-            batch = []
-        batch.append(frame)
-    yield from render_frames(animator, batch, header.num_keypoints)
-
-
-def decode_file(input: str | Path, output: str | Path, checkpoint: str | None = None,
-                device: str | None = None, animator=None) -> DecodeResult:
-    """Decode ``input`` (.fv2v) into a video at ``output``; validates the whole stream first."""
-    from facevid2vid.outputs import check_distinct, check_output
-    from facevid2vid.video_io import write_video
-
-    start = time.perf_counter()
-    check_output(output, "video")
-    check_distinct({"--output": output}, {"--input": input, "--checkpoint": checkpoint})
-    from facevid2vid.validation import regular_file
-
-    path = regular_file(input, ".fv2v stream")  # a FIFO is refused, not read forever
-    with open(path, "rb") as f:
-        header = read_stream_header(f)
-    if animator is None:
-        from facevid2vid.pipeline import load_animator
-
-        animator = load_animator(checkpoint, device)
-    check_model(header, animator.model)  # refuse another model's stream before anything else
-    _, frames, keys = validate_file(path)
-    with torch.inference_mode():
-        write_video(output, decode_frames(path, animator), Fraction(header.fps_num, header.fps_den))
-    return DecodeResult(Path(output), frames, keys, header.fps, time.perf_counter() - start)
+def _render_stream(f, decoder: StreamDecoder, close: bool) -> Iterator[np.ndarray]:
+    try:
+        batch: list[DecodedFrame] = []
+        count = 0
+        for frame in _decoded(f, decoder.header):
+            if frame.is_key or len(batch) >= RENDER_FRAMES:
+                yield from decoder.render(batch)
+                batch = []
+            batch.append(frame)
+            count += 1
+        if count == 0:
+            raise BitstreamError("stream holds no frames")
+        yield from decoder.render(batch)
+    finally:
+        if close:
+            f.close()

@@ -16,11 +16,9 @@ receiver needs nothing new (the stream carries the smoothed motion).
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +29,7 @@ from facevid2vid.codec.keyframe import CODEC_IDS, decode_image, encode_image
 from facevid2vid.codec.quantize import (DEFAULT_QUALITY, Quantizer, QuantizerSteps, array_to_motion,
                                         motion_to_array, steps_for_quality)
 from facevid2vid.errors import InputError
+from facevid2vid.metrics.image import psnr
 from facevid2vid.smoothing import SmoothingSettings, motion_smoother
 
 FACE_PERSISTENCE = 3  # consecutive frames before "face lost" / "face found" counts (detector flicker)
@@ -139,12 +138,6 @@ class EncodeStats:
         return "\n".join(lines)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of (N, 3, H, W) tensors in [0, 1]; identical images give 100."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(dim=1)
-    return torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-10)), torch.full_like(mse, 100.0))
-
-
 def fps_fraction(fps: float | Fraction) -> Fraction:
     rate = Fraction(fps).limit_denominator(1001)
     if rate <= 0:
@@ -153,15 +146,23 @@ def fps_fraction(fps: float | Fraction) -> Fraction:
 
 
 class Encoder:
-    """Streaming sender: call :meth:`encode` with batches of face frames, then :meth:`finish`.
+    """Streaming sender: call :meth:`encode` with batches of face crops, then :meth:`finish`.
+
+    It owns the :class:`~facevid2vid.structures.SourceEncoding` of the receiver's current key
+    frame, so several encoders (and decoders) can share one Animator.
 
     Args:
         animator: an :class:`~facevid2vid.inference.Animator` with the model the receiver holds.
         fps: frame rate of the input.
         settings: :class:`EncoderSettings`.
+        frame_size: side in pixels of the square face crops given to :meth:`encode` (default: the
+            model's size); recorded in the header as the size the receiver shows. Crops of another
+            size are resized to the model's by :func:`~facevid2vid.face.crop.crop_frames` (area
+            averaging when shrinking, bicubic when enlarging).
     """
 
-    def __init__(self, animator, fps: float | Fraction, settings: EncoderSettings | None = None):
+    def __init__(self, animator, fps: float | Fraction, settings: EncoderSettings | None = None,
+                 frame_size: int | None = None):
         from facevid2vid.checkpoint import model_fingerprint
 
         self.settings = settings or EncoderSettings()
@@ -169,12 +170,15 @@ class Encoder:
         self.animator = animator
         cfg = animator.model.cfg
         self.size = cfg.image_size
+        self.frame_size = int(frame_size or self.size)
         self.num_keypoints = cfg.num_keypoints
         rate = fps_fraction(fps)
         steps = self.settings.steps or steps_for_quality(self.settings.quality)
         self.header = bs.StreamHeader(model_fingerprint(animator.model), self.size, self.size, rate.numerator,
-                                      rate.denominator, self.num_keypoints, self.settings.quality, steps.as_tuple())
+                                      rate.denominator, self.num_keypoints, self.settings.quality, steps.as_tuple(),
+                                      output_width=self.frame_size, output_height=self.frame_size)
         self.header.validate()
+        self.source = None  # SourceEncoding of the last key frame, as the receiver derives it
         # quantise with exactly the (float32) steps the receiver reads from the header
         self.quantizer = Quantizer(QuantizerSteps.from_tuple(self.header.steps), self.num_keypoints,
                                    self.settings.hysteresis)
@@ -251,7 +255,7 @@ class Encoder:
         packets = self._flush()
         image = encode_image(frame, self.key_quality, self.codec)
         decoded = decode_image(image, self.codec, self.size, self.size)  # what the receiver will have
-        self.animator.set_source(to_tensor(decoded))
+        self.source = self.animator.encode_source(to_tensor(decoded))
         base = self.quantizer.quantize(values)
         self.coder.reset()
         motion = self.coder.encode(base[None])
@@ -261,9 +265,9 @@ class Encoder:
             raise InputError(f"key frame of {len(payload)} bytes exceeds the format's limit: lower --quality")
         packet = bs.encode_packet(bs.PACKET_KEY, self.frame_index, payload)
         # how well the model reproduces the key frame itself: the reference for drift
-        synth = self.animator.render(array_to_motion(self.quantizer.dequantize(base)[None], self.num_keypoints,
-                                                     self.animator.device))
-        self.baseline_psnr = float(psnr(synth.cpu(), to_tensor(frame))[0])
+        synth = self.animator.render(self.source, array_to_motion(self.quantizer.dequantize(base)[None],
+                                                                  self.num_keypoints))
+        self.baseline_psnr = float(psnr(to_tensor(frame), synth)[0])
         self.previous = base
         self.last_key = self.frame_index
         self.stats.key_frames += 1
@@ -285,17 +289,24 @@ class Encoder:
 
     # -- public API ---------------------------------------------------------------------------
 
+    def _model_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Face crops uint8 (N, F, F, 3), F = frame_size, resized to the model's (N, S, S, 3)."""
+        from facevid2vid.face.crop import CropBox, crop_frames
+
+        frames = np.asarray(frames)
+        f = self.frame_size
+        if frames.ndim != 4 or frames.shape[1:] != (f, f, 3) or frames.dtype != np.uint8:
+            raise InputError(f"frames must be uint8 (N, {f}, {f}, 3), got {frames.dtype} {frames.shape}")
+        return frames if f == self.size else crop_frames(frames, CropBox(0, 0, f), self.size)
+
     @torch.inference_mode()
     def encode(self, frames: np.ndarray, face_present: np.ndarray | None = None) -> list[bytes]:
-        """Packets for the next face frames uint8 (N, S, S, 3); ``face_present`` (N,) from a tracker."""
+        """Packets for the next face crops uint8 (N, F, F, 3); ``face_present`` (N,) from the face tracker."""
         from facevid2vid.video_io import to_tensor
 
         if self.finished:
             raise RuntimeError("encode() after finish()")
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[1:] != (self.size, self.size, 3) or frames.dtype != np.uint8:
-            raise InputError(f"frames must be uint8 (N, {self.size}, {self.size}, 3), got {frames.dtype} "
-                             f"{frames.shape}")
+        frames = self._model_frames(frames)
         n = len(frames)
         if n == 0:
             return []
@@ -337,9 +348,9 @@ class Encoder:
             previous = self.quantizer.quantize(values[j], previous)
             run.append(previous)
         indices = np.stack(run)
-        motion = array_to_motion(self.quantizer.dequantize(indices), self.num_keypoints, self.animator.device)
-        synth = self.animator.render(motion).cpu()  # (n, 3, S, S)
-        return indices, synth, psnr(synth, to_tensor(frames[start:start + len(run)]))
+        motion = array_to_motion(self.quantizer.dequantize(indices), self.num_keypoints)
+        synth = self.animator.render(self.source, motion)  # (n, 3, S, S)
+        return indices, synth, psnr(to_tensor(frames[start:start + len(run)]), synth)
 
     def _accept(self, indices: np.ndarray, synth: torch.Tensor, quality: torch.Tensor,
                 values: np.ndarray) -> list[bytes]:
@@ -356,8 +367,8 @@ class Encoder:
         self.previous = indices[-1]
         self.stats.synthesis_psnr += quality.tolist()
         if self.settings.measure_quantization:
-            exact = self.animator.render(array_to_motion(values, self.num_keypoints, self.animator.device)).cpu()
-            self.stats.quantization_psnr += psnr(synth, exact).tolist()
+            exact = self.animator.render(self.source, array_to_motion(values, self.num_keypoints))
+            self.stats.quantization_psnr += psnr(exact, synth).tolist()
         if self.settings.keep_reconstruction:
             self.reconstruction.extend(to_uint8(synth))
             self.indices.extend(indices)
@@ -373,67 +384,3 @@ class Encoder:
         end = bs.encode_packet(bs.PACKET_END, self.frame_index, bs.end_payload(self.frame_index))
         self.stats.end_bytes += len(end)
         return packets + [end]
-
-
-@dataclass
-class EncodeResult:
-    output: Path
-    stats: EncodeStats
-    seconds: float
-
-
-DETECT_SIZE = 160  # face-presence checks run on the crop at this size (HOG needs faces of ~40+ px)
-CHUNK = 64  # frames per encode() call when encoding a file (bounds the memory of motion estimation)
-
-
-def face_presence(frames: np.ndarray, box) -> np.ndarray:
-    """bool (N,): whether the detector finds a face inside the crop ``box`` of each raw frame."""
-    from facevid2vid.face.crop import crop_frames
-    from facevid2vid.face.detect import detect_faces
-
-    crops = crop_frames(frames, box, DETECT_SIZE)
-    return np.array([bool(detect_faces(f)) for f in crops], dtype=bool)
-
-
-def encode_file(input: str | Path, output: str | Path, checkpoint: str | None = None,
-                settings: EncoderSettings | None = None, crop: bool = True, device: str | None = None,
-                animator=None, start: int = 0, max_frames: int | None = None,
-                progress: bool = False) -> EncodeResult:
-    """Encode a video file into ``output`` (.fv2v).
-
-    With ``crop`` the face is found and cropped with one steady box (as ``animate`` does)
-    and the detector watches every frame for a lost face; without, frames are resized.
-    """
-    from tqdm import tqdm
-
-    from facevid2vid.errors import NoFaceError
-    from facevid2vid.face.crop import prepare_frames
-    from facevid2vid.outputs import atomic_open, check_distinct, check_output
-    from facevid2vid.pipeline import load_animator
-    from facevid2vid.video_io import is_image_path, read_video
-
-    t0 = time.perf_counter()
-    output = check_output(output, "fv2v")
-    check_distinct({"--output": output}, {"--input": input, "--checkpoint": checkpoint})
-    settings = settings or EncoderSettings()
-    settings.validate()
-    if is_image_path(input):
-        raise InputError(f"{input} is an image; encode needs a video")
-    raw, fps = read_video(input, start=start, max_frames=max_frames)
-    animator = animator or load_animator(checkpoint, device)
-    try:
-        frames, box = prepare_frames(raw, animator.image_size, crop=crop, name=str(input))
-    except NoFaceError as exc:
-        raise NoFaceError(f"{exc}; pass --no-crop to use the frames as they are") from None
-    encoder = Encoder(animator, fps, settings)
-    with atomic_open(output, "wb") as f, tqdm(total=len(frames), desc="encode", unit="frame",
-                                              disable=not progress, leave=False) as bar:
-        f.write(encoder.header_bytes())
-        for i in range(0, len(frames), CHUNK):
-            present = face_presence(raw[i:i + CHUNK], box) if box is not None else None
-            for packet in encoder.encode(frames[i:i + CHUNK], present):
-                f.write(packet)
-            bar.update(len(frames[i:i + CHUNK]))
-        for packet in encoder.finish():
-            f.write(packet)
-    return EncodeResult(output, encoder.stats, time.perf_counter() - t0)

@@ -2,10 +2,12 @@
 
 For every input (a video file, or a folder of frames) :func:`process_source`:
 
-1. tracks the face: dlib detection every ``detect_every`` frames, the face nearest the previous
-   one kept, boxes interpolated in between;
+1. tracks the face with ``face.track.track_frames`` (the tracker inference uses too): dlib
+   detection every ``detect_every`` frames, the face nearest the previous one kept, boxes
+   interpolated between key frames whose faces are consistent (``face.track.consistent``);
 2. cuts clips where the face is present, large enough (``min_face`` pixels) and steady (its centre
-   and size stay within ``max_shift``/``max_zoom`` of the clip's first box), at most ``max_frames`` long;
+   and size stay within ``max_shift``/``max_zoom`` of the clip's first box: ``face.track.steady_runs``),
+   at most ``max_frames`` long;
 3. gives each clip one square crop box (``face.crop.box_around``: the box inference uses too),
    crops and resizes every frame to ``size`` and stores it as a JPEG in ``clips/<clip_id>/``;
 4. estimates each frame's head pose with the frozen teacher (dlib 68 landmarks + PnP on a
@@ -40,13 +42,12 @@ from facevid2vid.data.dataset import (CLIPS_DIR, REPORT_NAME, ClipRecord, DataIn
 from facevid2vid.data.fetch import never_train_reason
 from facevid2vid.errors import FaceVid2VidError, InputError
 from facevid2vid.outputs import check_outputs, replace_dir, write_text
+from facevid2vid.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 CLIP_META = "clip.json"
 FRAMES_FPS = 25.0  # frame folders carry no rate
 
-Box = tuple[float, float, float, float]
+Box = tuple[float, float, float, float]  # face.detect.Box: (x0, y0, x1, y1) pixels
 
 
 @dataclass
@@ -215,79 +216,33 @@ def source_fps(src: Source) -> float:
 # tracking and cutting
 
 
-def _centre_size(box: Box) -> tuple[float, float, float]:
-    x0, y0, x1, y1 = box
-    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
-
-
-def _consistent(a: Box, b: Box, max_shift: float, max_zoom: float) -> bool:
-    ax, ay, asz = _centre_size(a)
-    bx, by, bsz = _centre_size(b)
-    shift = max(abs(ax - bx), abs(ay - by)) / asz
-    return shift <= max_shift and abs(bsz / asz - 1.0) <= max_zoom
-
-
-def _pick(boxes: list[Box], previous: Box | None) -> Box | None:
-    """The face to follow: nearest the previous one, else the largest."""
-    if not boxes:
-        return None
-    if previous is None:
-        return boxes[0]
-    px, py, _ = _centre_size(previous)
-    return min(boxes, key=lambda b: (_centre_size(b)[0] - px) ** 2 + (_centre_size(b)[1] - py) ** 2)
-
-
 def track_faces(frames: Iterator[np.ndarray], opts: PrepareOptions,
                 on_frame: Callable[[], None] | None = None) -> tuple[list[Box | None], tuple[int, int] | None]:
-    """Per-frame face boxes (None where there is no usable face) and the frame size (w, h)."""
-    from facevid2vid.face.detect import detect_faces
+    """Per-frame face boxes (None where there is no usable face) and the frame size (w, h).
 
-    keys: dict[int, Box | None] = {}
-    previous: Box | None = None
-    n, last, size = 0, None, None
-    for i, frame in enumerate(frames):
-        size = (frame.shape[1], frame.shape[0])
-        if i % opts.detect_every == 0:
-            box = _pick(detect_faces(frame), previous)
-            keys[i] = box
-            previous = box or previous
-        last = frame
-        n = i + 1
+    ``face.track.track_frames`` with the options' detection rate and consistency rule; faces
+    smaller than ``min_face`` pixels do not count.
+    """
+    from facevid2vid.face.track import track_frames
+
+    track = track_frames(_counted(frames, on_frame), every=opts.detect_every, max_shift=opts.max_shift,
+                         max_zoom=opts.max_zoom)
+    return track.faces(min_size=opts.min_face), ((track.width, track.height) if len(track) else None)
+
+
+def _counted(frames: Iterator[np.ndarray], on_frame: Callable[[], None] | None) -> Iterator[np.ndarray]:
+    for frame in frames:
+        yield frame
         if on_frame is not None:
             on_frame()
-    if n and (n - 1) not in keys:
-        keys[n - 1] = _pick(detect_faces(last), previous)
-    boxes: list[Box | None] = [None] * n
-    idx = sorted(keys)
-    for i, j in zip(idx, idx[1:] + [None]):
-        a = keys[i]
-        boxes[i] = a
-        if j is None or a is None or keys[j] is None:
-            continue
-        b = keys[j]
-        if not _consistent(a, b, opts.max_shift, opts.max_zoom):
-            continue  # the face jumped (cut or another person): leave the frames between unknown
-        for t in range(i + 1, j):
-            w = (t - i) / (j - i)
-            boxes[t] = tuple((1 - w) * pa + w * pb for pa, pb in zip(a, b))
-    # too small faces do not count
-    boxes = [b if b is not None and _centre_size(b)[2] >= opts.min_face else None for b in boxes]
-    return boxes, size
 
 
 def cut_clips(boxes: list[Box | None], opts: PrepareOptions) -> list[tuple[int, int]]:
     """Frame ranges [a, b) where the face stays present and steady, split to at most ``max_frames``."""
-    runs: list[tuple[int, int]] = []
-    start, anchor = None, None
-    for i, box in enumerate(boxes + [None]):
-        ok = box is not None and anchor is not None and _consistent(anchor, box, opts.max_shift, opts.max_zoom)
-        if start is not None and not ok:
-            runs.append((start, i))
-            start, anchor = None, None
-        if start is None and box is not None:
-            start, anchor = i, box
+    from facevid2vid.face.track import steady_runs
+
     clips = []
-    for a, b in runs:
+    for a, b in steady_runs(boxes, opts.max_shift, opts.max_zoom):
         length = b - a
         if length < opts.min_frames:
             continue
@@ -410,10 +365,11 @@ def detect_still_faces(image: np.ndarray) -> list[Box]:
 
 def _process_still(src: Source, out_dir: Path, opts: PrepareOptions, key: str) -> SourceResult:
     """One one-frame clip per face of at least ``min_face`` pixels, left to right."""
+    from facevid2vid.face.track import centre_size
     from facevid2vid.video_io import read_image
 
     image = read_image(src.path)  # (H, W, 3) uint8
-    boxes = [b for b in detect_still_faces(image) if _centre_size(b)[2] >= opts.min_face]
+    boxes = [b for b in detect_still_faces(image) if centre_size(b)[2] >= opts.min_face]
     if not boxes:
         return SourceResult(str(src.path), key, "skipped", frames_read=1,
                             reason=f"no usable face (none of at least {opts.min_face} px)")

@@ -1,5 +1,8 @@
 """Steady per-clip face crops: one square box for a whole clip, then crop and resize.
 
+The face is tracked by ``face.track`` (one pass over the clip); this module holds the box
+rules (:func:`box_around`, :func:`fit_inside`) and the cropping.
+
 A box that follows the face frame by frame makes the background jitter; face-vid2vid
 (like FOMM) works on clips cropped with one fixed box that holds the head throughout,
 so the model sees the head move. The box is the face box enlarged by ``margin``,
@@ -14,10 +17,10 @@ import cv2
 import numpy as np
 
 from facevid2vid.errors import InputError, NoFaceError
-from facevid2vid.face.detect import detect_faces
 
 
 PHOTO_MIN_MARGIN = 1.3  # a photo's crop may shrink from 1.8 to 1.3 face sizes to stay inside the picture
+DETECT_EVERY = 5  # the steady box of a clip comes from detections on every 5th frame (and the last)
 
 
 @dataclass(frozen=True)
@@ -61,28 +64,6 @@ def _frames_array(frames) -> np.ndarray:
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
         raise InputError(f"frames must be uint8 (N, H, W, 3) with N > 0, got {arr.dtype} {arr.shape}")
     return arr
-
-
-def track_boxes(frames, every: int = 5, upsample: int | None = None) -> np.ndarray | None:
-    """Face boxes (N, 4) for every frame: detect on every ``every``-th frame, interpolate between.
-
-    The largest face is taken; frames before the first (after the last) detection take
-    the nearest one. Returns None when no frame has a face.
-    """
-    frames = _frames_array(frames)
-    n = len(frames)
-    idx = sorted(set(range(0, n, max(1, every))) | {n - 1})
-    found_t, found_b = [], []
-    for i in idx:
-        boxes = detect_faces(frames[i], upsample=upsample)
-        if boxes:
-            found_t.append(i)
-            found_b.append(boxes[0])
-    if not found_t:
-        return None
-    t = np.arange(n)
-    b = np.asarray(found_b, dtype=np.float64)  # (M, 4)
-    return np.stack([np.interp(t, found_t, b[:, k]) for k in range(4)], axis=1)  # (N, 4)
 
 
 def box_around(face_boxes: np.ndarray, margin: float = 1.8, shift: float = 0.1,
@@ -132,13 +113,18 @@ def fit_inside(box: CropBox, width: int, height: int, min_side: float) -> CropBo
     return CropBox(place(cx, width), place(cy, height), size)
 
 
-def steady_crop_box(frames, margin: float = 1.8, shift: float = 0.1, every: int = 5,
+def steady_crop_box(frames, margin: float = 1.8, shift: float = 0.1, every: int = DETECT_EVERY,
                     upsample: int | None = None, name: str = "the frames") -> CropBox:
-    """One smoothed square crop box for a clip; NoFaceError("no face found in <name>") if none."""
-    boxes = track_boxes(frames, every=every, upsample=upsample)
-    if boxes is None:
+    """One smoothed square crop box for a clip (``face.track``: ``track_frames(...).crop_box(...)``).
+
+    NoFaceError("no face found in <name>") when no frame has a face.
+    """
+    from facevid2vid.face.track import track_frames  # track builds on this module
+
+    box = track_frames(frames, every=every, upsample=upsample).crop_box(margin=margin, shift=shift)
+    if box is None:
         raise NoFaceError(f"no face found in {name}")
-    return box_around(boxes, margin=margin, shift=shift)
+    return box
 
 
 def crop_frames(frames, box: CropBox, size: int, pad: str = "edge") -> np.ndarray:
@@ -195,7 +181,9 @@ def prepare_frames(frames, size: int, crop: bool = True, name: str = "the frames
         sq = center_square(frames)
         return crop_frames(sq, CropBox(0, 0, sq.shape[1]), size), None
     if box is None:
-        box = steady_crop_box(frames, name=name)
-        if photo:
-            box = fit_inside(box, frames.shape[2], frames.shape[1], box.size * PHOTO_MIN_MARGIN / 1.8)
+        from facevid2vid.face.track import track_frames  # track builds on this module
+
+        box = track_frames(frames, every=DETECT_EVERY).crop_box(photo=photo)
+        if box is None:
+            raise NoFaceError(f"no face found in {name}")
     return crop_frames(frames, box, size), box

@@ -34,7 +34,7 @@ from facevid2vid.metrics.evaluate import EvaluateOptions, EvaluationResult, Eval
 from facevid2vid.metrics.face import FaceAnalyzer, FaceObservation, angle_difference, embedding_distance
 from facevid2vid.metrics.jitter import STILL_WINDOW, find_still_window, keypoint_jitter, pixel_jitter
 from facevid2vid.smoothing import SmoothingSettings
-from facevid2vid.structures import HeadMotion
+from facevid2vid.structures import HeadMotion, View
 
 TASKS = ("reconstruction", "redirect", "cross-identity")
 DEFAULT_YAWS = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
@@ -173,10 +173,10 @@ def run_benchmark(checkpoint: str | None, video: str | os.PathLike, task: str = 
     return result
 
 
-def _generated_stream(animator, frames: np.ndarray, result: BenchmarkResult, rs: Resizer, **controls):
+def _generated_stream(animator, source, frames: np.ndarray, result: BenchmarkResult, rs: Resizer):
     """uint8 frames synthesized batch by batch (absolute motion), timing the synthesis."""
     batches = (rs.to_model(frames[i:i + animator.batch_size]) for i in range(0, len(frames), animator.batch_size))
-    it = animator.animate_iter(batches, mode="absolute", **controls)
+    it = animator.animate_iter(source, batches, mode="absolute")
     while True:
         t0 = time.perf_counter()
         out = next(it, None)
@@ -190,9 +190,9 @@ def _reconstruction(animator, frames: np.ndarray, evaluator: Evaluator, result: 
                     window: tuple[int, int, str] | None, rs: Resizer) -> list[np.ndarray]:
     """Score the model and the baseline; returns the model's frames of the still ``window`` (if any)."""
     source = frames[0]
-    animator.set_source(rs.to_model(source[None]))
+    encoded = animator.encode_source(rs.to_model(source[None]))
     kept: list[np.ndarray] = []
-    generated = _generated_stream(animator, frames, result, rs)
+    generated = _generated_stream(animator, encoded, frames, result, rs)
     if window is not None:
         generated = _keep(generated, window[0], window[1], kept)
     result.rows[MODEL] = evaluator.evaluate(iter(frames), generated, total=len(frames), source=source,
@@ -236,10 +236,11 @@ def _jitter(animator, frames: np.ndarray, window: tuple[int, int, str], model_fr
     motion = HeadMotion.cat([animator.estimate_motion(rs.to_model(frames[i:min(i + animator.batch_size, hi)]))
                              for i in range(0, hi, animator.batch_size)])  # causal filter: frames < hi suffice
     smoothed = smooth_motion(motion, fps, settings).index(slice(lo, hi))
+    source = animator.encode_source(rs.to_model(frames[:1]))  # the reconstruction's source
     with torch.inference_mode():
-        kp_raw, _ = animator.model.driving_keypoints(animator.source, motion.index(slice(lo, hi)))
-        kp_smooth, _ = animator.model.driving_keypoints(animator.source, smoothed)
-    smoothed_frames = rs.from_model(animator.render(smoothed))
+        kp_raw, _ = animator.model.driving_keypoints(source, motion.index(slice(lo, hi)))
+        kp_smooth, _ = animator.model.driving_keypoints(source, smoothed)
+    smoothed_frames = rs.from_model(animator.render(source, smoothed))
     return JitterResult(start=start + lo, stop=start + hi, found=found, smoothing=asdict(settings),
                         driving_pixels=pixel_jitter(frames[lo:hi]), model_keypoints=keypoint_jitter(kp_raw),
                         model_pixels=pixel_jitter(np.stack(model_frames)),
@@ -256,7 +257,7 @@ def _redirect(animator, frames: np.ndarray, yaws: list[float], analyzer: FaceAna
         raise NoFaceError("no face found in the first frame of the clip (the redirect source)")
     refs = [analyzer(f) for f in tqdm(frames, desc="reference poses", unit="frame", disable=not progress,
                                       leave=False)]
-    animator.set_source(rs.to_model(source[None]))
+    encoded = animator.encode_source(rs.to_model(source[None]))
     t0 = time.perf_counter()
     motion = animator.estimate_motion(rs.to_model(frames))  # H/Delta once for all yaws
     result.synthesis_seconds += time.perf_counter() - t0
@@ -265,7 +266,7 @@ def _redirect(animator, frames: np.ndarray, yaws: list[float], analyzer: FaceAna
               leave=False) as bar:
         for yaw in yaws:
             t0 = time.perf_counter()
-            out = rs.from_model(animator.render(motion, yaw=yaw))  # (N, S, S, 3)
+            out = rs.from_model(animator.render(encoded, motion, View(yaw=yaw)))  # (N, S, S, 3)
             result.synthesis_seconds += time.perf_counter() - t0
             gen = [analyzer(f) for f in out]
             bar.update(len(frames))

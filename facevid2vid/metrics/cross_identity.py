@@ -65,8 +65,8 @@ def run_cross_identity(animator, frames: np.ndarray, sources: dict[str, np.ndarr
     rows, seconds = [], 0.0
     for name, image in sources.items():
         t0 = time.perf_counter()
-        animator.set_source(to_model(image[None]))
-        out = from_model(animator.animate(to_model(frames), mode="relative"))
+        out = from_model(animator.animate(animator.encode_source(to_model(image[None])), to_model(frames),
+                                          mode="relative"))
         seconds += time.perf_counter() - t0
         generated = [analyzer(f) for f in out]
         rows.append(cross_identity_row(name, analyzer(image), driving, generated))

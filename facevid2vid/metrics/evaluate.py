@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
+from facevid2vid.devices import resolve_device
 from facevid2vid.errors import InputError
 from facevid2vid.metrics import image as image_metrics
 from facevid2vid.metrics import vmaf as vmaf_metric
@@ -35,7 +36,7 @@ class EvaluateOptions:
     lpips_backbone: str | None = None  # torchvision alexnet/vgg16 state dict
     lpips_heads: str | None = None  # lpips v0.1 linear heads (alex.pth / vgg.pth)
     fid_weights: str | None = None  # InceptionV3, torchvision key layout
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (facevid2vid.devices)
     progress: bool = True
     vmaf_threads: int | None = None
 
@@ -136,8 +137,8 @@ class Evaluator:
     """Holds the loaded models; ``evaluate`` can run many times (e.g. model and baseline)."""
 
     def __init__(self, options: EvaluateOptions | None = None):
-        self.options = options or EvaluateOptions()
-        opt = self.options
+        opt = options or EvaluateOptions()
+        self.options = opt = replace(opt, device=resolve_device(opt.device))
         if opt.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {opt.batch_size}")
         self.analyzer = FaceAnalyzer() if opt.faces else None

@@ -14,8 +14,9 @@ use. Accepted files (formats in docs/metrics.md):
   ``pt_inception-2015-12-05-6726825d.pth`` (fc with 1008 outputs -> the
   TensorFlow-compatible "fid" variant; 1000 outputs -> torchvision's variant).
 
-``.safetensors`` files are read with safetensors; ``.pth``/``.pt`` files with
-``torch.load(weights_only=True)`` (plain tensors only, no pickled code).
+Files are read by :func:`facevid2vid.weights_io.read_state_dict`: ``.safetensors`` with
+safetensors, ``.pth``/``.pt`` files with ``torch.load(weights_only=True)`` (plain tensors only,
+no pickled code).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.metrics.inception import InceptionV3Features
+from facevid2vid.weights_io import load_module, read_state_dict
 
 UNAVAILABLE_NO_WEIGHTS = "unavailable (no weights)"
 
@@ -47,39 +49,10 @@ _VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 _VGG16_TAPS = (3, 8, 15, 22, 29)
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat {name: tensor} from .safetensors or a weights_only torch file."""
-    from facevid2vid.validation import regular_file
-
-    path = regular_file(path, "weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise CheckpointError(f"cannot read weights {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} is not a flat state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    own = module.state_dict()
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str,
+                 ignore_unexpected: bool = False) -> None:
     # batch-norm step counters are bookkeeping; older files (pytorch-fid's) lack them
-    state = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise CheckpointError(f"{path} is not a {what}: missing {len(missing)} keys, e.g. {missing[0]}")
-    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad:
-        k = bad[0]
-        raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, {what} needs {tuple(own[k].shape)}")
-    module.load_state_dict({k: state[k].to(own[k].dtype) for k in own}, strict=True)
+    load_module(module, state, path, what, ignore_unexpected=ignore_unexpected, keep_own=("num_batches_tracked",))
 
 
 def _alexnet_features() -> nn.Sequential:
@@ -162,12 +135,12 @@ def _backbone_kind(state: dict[str, torch.Tensor], path: Path) -> str:
 def load_lpips(backbone_path: str | Path, heads_path: str | Path, device: str | torch.device = "cpu") -> LPIPS:
     """LPIPS from a torchvision AlexNet/VGG16 state dict and the lpips v0.1 linear heads."""
     backbone_path, heads_path = Path(backbone_path), Path(heads_path)
-    backbone = load_state_dict_file(backbone_path)
+    backbone = read_state_dict(backbone_path, "LPIPS backbone")
     kind = _backbone_kind(backbone, backbone_path)
     model = LPIPS(kind)
     feats = {k.removeprefix("features."): v for k, v in backbone.items() if k.startswith("features.")}
-    _load_strict(model.features, feats, backbone_path, f"torchvision {kind} backbone")
-    heads = load_state_dict_file(heads_path)
+    _load_strict(model.features, feats, backbone_path, f"a torchvision {kind} backbone")
+    heads = read_state_dict(heads_path, "LPIPS heads")
     for i, param in enumerate(model.heads):
         key = f"lin{i}.model.1.weight"
         if key not in heads:
@@ -182,11 +155,12 @@ def load_lpips(backbone_path: str | Path, heads_path: str | Path, device: str | 
 def load_inception(path: str | Path, device: str | torch.device = "cpu") -> InceptionV3Features:
     """InceptionV3 pool3 extractor from a torchvision-layout state dict (variant from fc size)."""
     path = Path(path)
-    state = load_state_dict_file(path)
+    state = read_state_dict(path, "FID weights")
     fc = state.get("fc.weight")
     variant = "torchvision" if fc is not None and fc.shape[0] == 1000 else "fid"
     model = InceptionV3Features(variant)
-    _load_strict(model, state, path, "torchvision-layout InceptionV3")
+    # torchvision files also hold the classifier (fc) and AuxLogits, which pool3 features do not use
+    _load_strict(model, state, path, "a torchvision-layout InceptionV3", ignore_unexpected=True)
     return model.eval().to(device)
 
 

@@ -6,8 +6,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
-from ..geometry import rotation_from_angles, transform_keypoints
-from ..structures import ForwardOutput, GeneratorOutput, HeadMotion, SourceEncoding
+from ..geometry import rotation_from_angles, transform_keypoints, user_rotation
+from ..structures import ForwardOutput, GeneratorOutput, HeadMotion, SourceEncoding, View
 from .appearance import AppearanceFeatureExtractor
 from .generator import Generator
 from .keypoints import CanonicalKeypointDetector
@@ -23,8 +23,10 @@ MODULES = {"F": "appearance_feature_extractor", "L": "kp_detector", "H": "he_est
 class FaceVid2Vid(nn.Module):
     """F, L, H/Delta, M and G (the discriminator lives apart, in training).
 
-    Source path (once): ``encode_source``. Per driving frame: ``estimate_motion`` ->
-    ``driving_keypoints`` -> ``synthesize``. ``forward`` chains all of them for training.
+    The synthesis interface (what every model family implements, batching left to the caller):
+    ``encode_source(image) -> SourceEncoding`` once per source, ``estimate_motion(frames) ->
+    HeadMotion`` per driving frame, ``render(source, motion, view) -> frames``. Inside render:
+    ``driving_keypoints`` -> ``synthesize`` (M and G). ``forward`` chains them for training.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -44,15 +46,16 @@ class FaceVid2Vid(nn.Module):
                              f"got {tuple(image.shape)}")
 
     def encode_source(self, image: torch.Tensor) -> SourceEncoding:
-        """F, L and H/Delta on the source image(s) (B, 3, S, S)."""
+        """F, L and H/Delta on the source image(s) (B, 3, S, S), plus M's source-only part."""
         self._check_image(image, "source image")
         motion = self.he_estimator(image)
         canonical = self.kp_detector(image)
         rotation = rotation_from_angles(motion.yaw, motion.pitch, motion.roll).to(canonical.dtype)
         kp = transform_keypoints(canonical, rotation, motion.translation.to(canonical.dtype),
                                  motion.delta.to(canonical.dtype))
-        return SourceEncoding(features=self.appearance_feature_extractor(image), canonical_kp=canonical,
-                              motion=motion, kp=kp, rotation=rotation)
+        features = self.appearance_feature_extractor(image)
+        return SourceEncoding(features=features, canonical_kp=canonical, motion=motion, kp=kp, rotation=rotation,
+                              cache=self.dense_motion.prepare_source(features, kp))
 
     def estimate_motion(self, image: torch.Tensor) -> HeadMotion:
         """H/Delta on driving frames (N, 3, S, S)."""
@@ -75,17 +78,36 @@ class FaceVid2Vid(nn.Module):
 
     def synthesize(self, source: SourceEncoding, kp_driving: torch.Tensor,
                    rot_driving: torch.Tensor) -> GeneratorOutput:
-        """M and G: the source re-rendered with driving keypoints (N, K, 3) and rotation (N, 3, 3)."""
+        """M and G: the source re-rendered with driving keypoints (N, K, 3) and rotation (N, 3, 3).
+
+        A batch-1 source serves any N (broadcast views, no copies); otherwise batches must match.
+        """
         n = kp_driving.shape[0]
-        features, kp_source, rot_source = source.features, source.kp, source.rotation
-        if features.shape[0] != n:
-            if features.shape[0] != 1:
-                raise ValueError(f"source batch {features.shape[0]} does not match driving batch {n}")
-            features = features.expand(n, *features.shape[1:])
-            kp_source = kp_source.expand(n, -1, -1)
-            rot_source = rot_source.expand(n, -1, -1)
-        motion = self.dense_motion(features, kp_source, kp_driving, rot_source, rot_driving)
+        if source.batch_size not in (1, n):
+            raise ValueError(f"source batch {source.batch_size} does not match driving batch {n}")
+        features = source.features.expand(n, *source.features.shape[1:])
+        kp_source = source.kp.expand(n, -1, -1)
+        rot_source = source.rotation.expand(n, -1, -1)
+        motion = self.dense_motion(features, kp_source, kp_driving, rot_source, rot_driving, cache=source.cache)
         return self.generator(features, motion.flows, motion.mask, motion.occlusion)
+
+    def render(self, source: SourceEncoding, motion: HeadMotion, view: View | None = None) -> torch.Tensor:
+        """Frames (N, 3, S, S) in [0, 1]: the source with absolute driving ``motion`` and free-view ``view``.
+
+        Source, motion and per-frame view controls each have batch 1 or N (batch 1 broadcasts).
+        """
+        view = view or View()
+        n = max(source.batch_size, motion.yaw.shape[0], view.num_frames() or 1)
+        motion = _broadcast_motion(motion, n)
+        rotation = user_rotation(rotation_from_angles(motion.yaw, motion.pitch, motion.roll),
+                                 yaw=view.yaw, pitch=view.pitch, roll=view.roll, frontalize=view.frontalize)
+        translation = motion.translation
+        if view.translation is not None:
+            translation = translation + torch.as_tensor(view.translation, dtype=translation.dtype,
+                                                        device=translation.device)
+        kp_driving, rotation = self.driving_keypoints(source, HeadMotion(motion.yaw, motion.pitch, motion.roll,
+                                                                         translation, motion.delta), rotation)
+        return self.synthesize(source, kp_driving, rotation).image.float().clamp(0, 1)
 
     def forward(self, source_image: torch.Tensor, driving_image: torch.Tensor) -> ForwardOutput:
         """Training path: the driving frame re-rendered from the source."""
@@ -93,3 +115,13 @@ class FaceVid2Vid(nn.Module):
         motion = self.estimate_motion(driving_image)
         kp_driving, rot_driving = self.driving_keypoints(source, motion)
         return ForwardOutput(self.synthesize(source, kp_driving, rot_driving), source, motion, kp_driving)
+
+
+def _broadcast_motion(motion: HeadMotion, n: int) -> HeadMotion:
+    """A batch-1 motion repeated (as views) to batch n."""
+    if motion.yaw.shape[0] == n:
+        return motion
+    if motion.yaw.shape[0] != 1:
+        raise ValueError(f"motion batch {motion.yaw.shape[0]} does not match batch {n}")
+    return HeadMotion(motion.yaw.expand(n), motion.pitch.expand(n), motion.roll.expand(n),
+                      motion.translation.expand(n, -1), motion.delta.expand(n, -1, -1))

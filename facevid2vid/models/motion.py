@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..geometry import keypoint_flows, kp2gaussian, warp_volume
+from ..structures import MotionSourceCache
 from .blocks import Hourglass3d
 
 
@@ -43,23 +44,33 @@ class MotionFieldEstimator(nn.Module):
         self.mask = nn.Conv3d(out, k + 1, ks, padding=ks // 2)
         self.occlusion = nn.Conv2d(out * d, 1, 7, padding=3) if cfg.estimate_occlusion else None
 
-    def heatmap_channel(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, spatial) -> torch.Tensor:
+    def prepare_source(self, features: torch.Tensor, kp_source: torch.Tensor) -> MotionSourceCache:
+        """The source-only part of M, computed once per source: compressed f_s and source Gaussians."""
+        spatial = tuple(features.shape[2:])
+        return MotionSourceCache(compressed=self.compress(features),  # (B, cc, D, h, w)
+                                 heat=kp2gaussian(kp_source, spatial, self.variance))  # (B, K, D, h, w)
+
+    def heatmap_channel(self, heat_source: torch.Tensor, kp_driving: torch.Tensor, spatial) -> torch.Tensor:
         """(B, K+1, 1, D, h, w): driving minus source Gaussians, zeros for the background."""
-        heat = kp2gaussian(kp_driving, spatial, self.variance) - kp2gaussian(kp_source, spatial, self.variance)
+        heat = kp2gaussian(kp_driving, spatial, self.variance) - heat_source
         zeros = heat.new_zeros(heat.shape[0], 1, *spatial)
         return torch.cat([zeros, heat], dim=1).unsqueeze(2)
 
     def forward(self, features: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
-                rot_source: torch.Tensor, rot_driving: torch.Tensor) -> MotionOutput:
-        b, _, d, h, w = features.shape
+                rot_source: torch.Tensor, rot_driving: torch.Tensor,
+                cache: MotionSourceCache | None = None) -> MotionOutput:
+        """``cache`` (from :meth:`prepare_source`, batch 1 or B) skips the source-only work."""
+        b = kp_driving.shape[0]
+        _, _, d, h, w = features.shape
         spatial = (d, h, w)
         flows = keypoint_flows(kp_source, kp_driving, rot_source, rot_driving, spatial, self.flow_mode)
         k1 = flows.shape[1]
-        comp = self.compress(features)  # (B, cc, D, h, w)
+        cache = cache or self.prepare_source(features, kp_source)
+        comp = cache.compressed.expand(b, *cache.compressed.shape[1:])  # (B, cc, D, h, w)
         cc = comp.shape[1]
         repeated = comp.unsqueeze(1).expand(b, k1, cc, d, h, w).reshape(b * k1, cc, d, h, w)
         warped = warp_volume(repeated, flows.reshape(b * k1, d, h, w, 3)).view(b, k1, cc, d, h, w)
-        heat = self.heatmap_channel(kp_source.expand(b, -1, -1), kp_driving, spatial).to(warped.dtype)
+        heat = self.heatmap_channel(cache.heat, kp_driving, spatial).to(warped.dtype)
         x = torch.cat([heat, warped], dim=2).view(b, k1 * (cc + 1), d, h, w)  # (B, (K+1)(cc+1), D, h, w)
         pred = self.hourglass(x)
         mask = torch.softmax(self.mask(pred), dim=1)

@@ -1,15 +1,20 @@
-"""The table of ported networks, and loading one from its converted ``.safetensors`` file."""
+"""The table of ported networks, and loading one from its converted ``.safetensors`` file.
+
+Light to import (torch only for type hints): ``facevid2vid weights --help`` lists the table.
+"""
 from __future__ import annotations
 
 import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from facevid2vid.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -101,37 +106,25 @@ def freeze(net: nn.Module) -> nn.Module:
 def load_network(name: str, cache: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                  path: str | os.PathLike | None = None) -> nn.Module:
     """The converted network ``name`` from the cache (or ``path``), frozen, on ``device``."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from facevid2vid.checkpoint import CHECKSUM_KEY, check_tensors
+    from facevid2vid.weights_io import load_module, read_weights
 
     file = Path(path) if path is not None else network_path(name, cache)
     if not file.is_file():
         raise CheckpointError(f"perception network {name} not found at {file}: "
                               f"run `facevid2vid weights fetch` (or `facevid2vid data fetch`)")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            expected = (f.metadata() or {}).get(CHECKSUM_KEY)  # caches converted before it have none
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {file}: {exc}; delete it and run `facevid2vid weights fetch`") from None
-    check_tensors(file, state, expected)
-    net = build_network(name)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{file} does not match the {name} network ({str(exc).splitlines()[0]}); "
-                              f"delete it and run `facevid2vid weights fetch`") from None
+    hint = "delete it and run `facevid2vid weights fetch`"
+    weights = read_weights(file, f"perception network {name}", hint=hint)  # caches from before checksums have none
+    net = load_module(build_network(name), weights.tensors, file, f"the {name} network", verify=weights.verify,
+                      hint=hint)
     return freeze(net.to(device))
 
 
 def convert_network(name: str, read) -> dict[str, torch.Tensor]:
     """Run the converter of ``name`` over a package reader; check it fills the module exactly."""
+    from facevid2vid.weights_io import state_problems
+
     state = _attr(spec(name).convert)(read)
-    net = build_network(name)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"converter for {name} is out of step with its module: "
-                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    problems = state_problems({"": build_network(name)}, {"": state})
+    if problems:
+        raise CheckpointError(f"converter for {name} is out of step with its module: {'; '.join(problems)}")
     return {k: v.contiguous().float() for k, v in state.items()}

@@ -1,4 +1,5 @@
-"""PairDataset and the resumable sampler on a small generated data directory."""
+"""PairDataset, its typed samples and batches, and the resumable sampler on a small generated data directory."""
+import dataclasses
 import math
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facevid2vid.data.batch import PairBatch, PairSample, collate_pairs
 from facevid2vid.data.dataset import (CLIPS_DIR, ClipRecord, DataIndex, InfiniteShardedSampler, PairDataset,
                                       color_jitter, load_index, save_index)
 from facevid2vid.errors import InputError
@@ -73,26 +75,27 @@ def test_items_are_pairs_from_one_clip_with_poses(data_dir):
     ds = PairDataset(data_dir, seed=0)
     assert len(ds) == 3
     item = ds[4]
-    assert item["clip"].item() == 1  # sample id 4 -> clip 4 % 3
-    assert item["source"].shape == (3, 48, 48) and item["source"].dtype == torch.float32
-    assert 0.0 <= item["source"].min() and item["source"].max() <= 1.0
-    src, drv = item["frames"].tolist()
+    assert isinstance(item, PairSample)
+    assert item.clip.item() == 1  # sample id 4 -> clip 4 % 3
+    assert item.source.shape == (3, 48, 48) and item.source.dtype == torch.float32
+    assert 0.0 <= item.source.min() and item.source.max() <= 1.0
+    src, drv = item.frames.tolist()
     assert src != drv and 0 <= src < 10 and 0 <= drv < 10
     clip = ds.clips[1]
     # the stored frame is what comes back
     stored = np.asarray(Image.open(clip.frame_path(data_dir, drv)), dtype=np.float32) / 255
-    assert np.allclose(item["driving"].permute(1, 2, 0).numpy(), stored, atol=1e-6)
+    assert np.allclose(item.driving.permute(1, 2, 0).numpy(), stored, atol=1e-6)
     # poses only where the index has one (every 2nd frame)
-    assert item["driving_pose_valid"].item() == (drv % 2 == 0)
+    assert item.driving_pose_valid.item() == (drv % 2 == 0)
     if drv % 2 == 0:
-        assert item["driving_pose"][0].item() == pytest.approx(clip.poses[drv][0])
+        assert item.driving_pose[0].item() == pytest.approx(clip.poses[drv][0])
     else:
-        assert torch.equal(item["driving_pose"], torch.zeros(3))
+        assert torch.equal(item.driving_pose, torch.zeros(3))
 
 
 def test_resizes_to_the_model_size(data_dir):
     item = PairDataset(data_dir, image_size=32)[0]
-    assert item["source"].shape == (3, 32, 32)
+    assert item.source.shape == (3, 32, 32)
 
 
 def test_deterministic_given_seed_and_differs_across_seeds(data_dir):
@@ -100,9 +103,8 @@ def test_deterministic_given_seed_and_differs_across_seeds(data_dir):
     b = PairDataset(data_dir, seed=5, augment_flip=True, color_jitter=0.2)
     c = PairDataset(data_dir, seed=6, augment_flip=True, color_jitter=0.2)
     for i in range(6):
-        x, y = a[i], b[i]
-        assert all(torch.equal(x[k], y[k]) for k in x)
-    assert any(not torch.equal(a[i]["frames"], c[i]["frames"]) for i in range(6))
+        assert _same(a[i], b[i])
+    assert any(not torch.equal(a[i].frames, c[i].frames) for i in range(6))
 
 
 def test_flip_mirrors_images_and_negates_yaw_and_roll(data_dir):
@@ -111,13 +113,13 @@ def test_flip_mirrors_images_and_negates_yaw_and_roll(data_dir):
     flipped = 0
     for i in range(12):
         p, f = plain[i], flip[i]
-        assert torch.equal(p["frames"], f["frames"])  # the flip does not change which frames
-        if torch.equal(p["source"], f["source"]):
+        assert torch.equal(p.frames, f.frames)  # the flip does not change which frames
+        if torch.equal(p.source, f.source):
             continue
         flipped += 1
-        assert torch.equal(p["source"].flip(-1), f["source"])
-        assert torch.equal(p["driving"].flip(-1), f["driving"])
-        assert torch.equal(f["driving_pose"], p["driving_pose"] * torch.tensor([-1.0, 1.0, -1.0]))
+        assert torch.equal(p.source.flip(-1), f.source)
+        assert torch.equal(p.driving.flip(-1), f.driving)
+        assert torch.equal(f.driving_pose, p.driving_pose * torch.tensor([-1.0, 1.0, -1.0]))
     assert 0 < flipped < 12
 
 
@@ -125,13 +127,13 @@ def test_color_jitter_same_for_source_and_driving(data_dir):
     ds = PairDataset(data_dir, seed=2, color_jitter=0.3)
     plain = PairDataset(data_dir, seed=2)
     item, ref = ds[0], plain[0]
-    assert not torch.equal(item["source"], ref["source"])
+    assert not torch.equal(item.source, ref.source)
     # one jitter for both frames: equal where the two frames are equal (the background)
-    same = (ref["source"] == ref["driving"]).all(0)
+    same = (ref.source == ref.driving).all(0)
     assert same.float().mean() > 0.1
-    assert torch.allclose(item["source"][:, same], item["driving"][:, same])
-    neutral = color_jitter(ref["source"], 1.0, 1.0, 1.0, 0.0)
-    assert torch.allclose(neutral, ref["source"], atol=1e-6)
+    assert torch.allclose(item.source[:, same], item.driving[:, same])
+    neutral = color_jitter(ref.source, 1.0, 1.0, 1.0, 0.0)
+    assert torch.allclose(neutral, ref.source, atol=1e-6)
 
 
 def test_loader_workers_give_the_same_batches(data_dir):
@@ -139,14 +141,58 @@ def test_loader_workers_give_the_same_batches(data_dir):
 
     def batches(workers):
         sampler = InfiniteShardedSampler(len(ds), seed=3)
-        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers)
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers,
+                                             collate_fn=collate_pairs)
         it = iter(loader)
         out = [next(it) for _ in range(4)]
         del it
         return out
 
     for x, y in zip(batches(0), batches(2)):
-        assert all(torch.equal(x[k], y[k]) for k in x)
+        assert isinstance(x, PairBatch) and isinstance(y, PairBatch) and len(x) == 2
+        assert _same(x, y)
+
+
+def _same(x, y) -> bool:
+    """Equal pairs (or batches): every field equal."""
+    return type(x) is type(y) and all(torch.equal(getattr(x, f.name), getattr(y, f.name))
+                                      for f in dataclasses.fields(x))
+
+
+def test_collate_stacks_samples_into_a_typed_batch(data_dir):
+    ds = PairDataset(data_dir, seed=0)
+    samples = [ds[i] for i in range(3)]
+    batch = collate_pairs(samples)
+    assert len(batch) == 3
+    assert batch.source.shape == (3, 3, 48, 48) and batch.driving.shape == (3, 3, 48, 48)
+    assert batch.source_pose.shape == (3, 3) and batch.frames.shape == (3, 2)
+    assert batch.source_pose_valid.dtype == torch.bool and batch.source_pose_valid.shape == (3,)
+    assert batch.clip.tolist() == [s.clip.item() for s in samples]
+    assert torch.equal(batch.driving[1], samples[1].driving)
+    moved = batch.to("cpu")
+    assert isinstance(moved, PairBatch) and _same(moved, batch)
+    taught = batch.with_teacher_poses(torch.ones(3, 3), torch.full((3, 3), 2.0))
+    assert taught.source_pose_valid.all() and taught.driving_pose_valid.all()
+    assert torch.equal(taught.driving_pose, torch.full((3, 3), 2.0)) and taught.source is batch.source
+    # read access by name, for callers written against the former dict items
+    assert samples[0]["source"] is samples[0].source and "frames" in list(samples[0])
+    with pytest.raises(KeyError):
+        samples[0]["nothing"]
+    with pytest.raises(ValueError):
+        collate_pairs([])
+
+
+def test_distributed_sampler_shards_typed_batches(data_dir):
+    """torch's DistributedSampler (as a user's loader would use it) with the pair collate."""
+    ds = PairDataset(data_dir, seed=0)
+    seen = []
+    for rank in range(2):
+        sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=1)
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=sampler, collate_fn=collate_pairs)
+        (batch,) = list(loader)  # 3 clips padded to 4: two per rank
+        assert isinstance(batch, PairBatch) and len(batch) == 2
+        seen += batch.clip.tolist()
+    assert sorted(set(seen)) == [0, 1, 2]
 
 
 def test_sampler_shards_epochs_and_resumes():

@@ -33,8 +33,10 @@ def one_step_run(data_dir, tmp_path_factory):
 
 
 def _cfg(**kw) -> TrainConfig:
+    # pose_teacher "index" (the index's landmark poses): the same run whether or not `weights fetch` has
+    # filled the cache ("auto" would pick WHENet then); the network teachers have their own tests below
     cfg = TrainConfig(model=model_preset("tiny"), batch_size=2, num_workers=0, log_every=0, image_every=0,
-                      checkpoint_every=0)
+                      checkpoint_every=0, pose_teacher="index")
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -51,6 +53,13 @@ def _overfit(data_dir, tmp_path, steps):
     return l1
 
 
+def test_training_lowers_the_loss_on_one_batch(data_dir, tmp_path):
+    """The default suite's stand-in for the overfit tests below (slow): a dozen steps on one batch lower its L1."""
+    l1 = _overfit(data_dir, tmp_path, 12)
+    assert sum(l1[-3:]) / 3 < 0.85 * l1[0], l1
+
+
+@pytest.mark.slow
 def test_one_batch_is_overfit(data_dir, tmp_path):
     l1 = _overfit(data_dir, tmp_path, 50)
     start, end = l1[0], sum(l1[-5:]) / 5
@@ -64,7 +73,10 @@ def test_one_batch_is_overfit_long(data_dir, tmp_path):
 
 
 def test_stopped_and_resumed_equals_uninterrupted(data_dir, tmp_path):
-    common = ["train", "--preset", "tiny", "--data", str(data_dir), "--batch-size", "2", "--workers", "1",
+    # `--preset tiny` with the index's poses (as _cfg: the same run with or without fetched networks)
+    config = tmp_path / "tiny-index.yaml"
+    config.write_text("model:\n  preset: tiny\npose_teacher: index\n")
+    common = ["train", "--config", str(config), "--data", str(data_dir), "--batch-size", "2", "--workers", "1",
               "--device", "cpu", "--no-progress"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(common + ["--output", str(straight), "--max-steps", "3"]) == 0
@@ -131,7 +143,7 @@ def test_init_from_another_resolution(data_dir, tmp_path, one_step_run):
     for (k, v), w in zip(src.model.state_dict().items(), tr.model.state_dict().values()):
         assert torch.equal(v, w), k
     assert "initialised from" in (tmp_path / "b" / "train.log").read_text()
-    assert tr.dataset[0]["source"].shape == (3, 96, 96)
+    assert tr.dataset[0].source.shape == (3, 96, 96)
     tr.train_step(next(tr.batches()))  # and it trains at the new size
 
 
@@ -206,6 +218,19 @@ def perception_nets():
     return fetch_weights(names=["mobilenet_v2", "mobilefacenet", "whenet"], quiet=True)
 
 
+def test_perception_terms_are_used(data_dir, tmp_path, perception_nets):
+    """All three perception terms in one step: logged and present in the losses (that they learn: below, slow)."""
+    cfg = _cfg(perceptual_network="mobilenet_v2", identity_network="mobilefacenet", pose_teacher="whenet")
+    tr = Trainer(cfg, data_dir, tmp_path / "run", device="cpu", progress=False, console=False)
+    stats = tr.train_step(next(tr.batches()))
+    assert {"perceptual", "identity", "head_pose", "l1_pyramid"} <= set(stats)
+    assert stats["perceptual"] > 0 and stats["identity"] > 0 and stats["head_pose"] > 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "mobilenet_v2 feature distance" in log and "mobilefacenet embeddings" in log
+    assert "head pose: whenet" in log
+
+
+@pytest.mark.slow
 def test_perception_terms_train(data_dir, tmp_path, perception_nets):
     """All three perception terms in a tiny run: logged, present in the losses, and they learn."""
     cfg = _cfg(perceptual_network="mobilenet_v2", identity_network="mobilefacenet", pose_teacher="whenet")

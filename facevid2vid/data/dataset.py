@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facevid2vid.data.batch import PairBatch, PairSample, collate_pairs  # noqa: F401  (re-exported)
 from facevid2vid.errors import InputError
 from facevid2vid.training.transforms import RandomWarp, StillWarpRange, sample_still_warp
 
@@ -146,11 +147,11 @@ def color_jitter(image: torch.Tensor, brightness: float, contrast: float, satura
 class PairDataset(torch.utils.data.Dataset):
     """(source, driving) frame pairs from the same clip, with optional flip and colour jitter.
 
-    Each item is a dict: ``source``/``driving`` float (3, S, S) in [0, 1]; ``source_pose``/
-    ``driving_pose`` (3,) teacher (yaw, pitch, roll) in degrees with ``*_pose_valid`` bools
-    (False where the index has no pose, and for still pairs); ``is_still`` bool; ``clip`` (the
-    index in ``clips``) and ``frames`` (2,) for bookkeeping. ``len`` is the number of video
-    clips (of stills when there are none), and a video sample's clip is ``id % len``.
+    Each item is a :class:`~facevid2vid.data.batch.PairSample` (images (3, S, S), teacher poses
+    with validity flags, ``is_still``, ``clip`` and ``frames``); a DataLoader with
+    ``collate_fn=collate_pairs`` stacks them into a :class:`~facevid2vid.data.batch.PairBatch`.
+    ``len`` is the number of video clips (of stills when there are none), and a video sample's
+    clip is ``id % len``.
     """
 
     def __init__(self, data_dir: str | Path, image_size: int | None = None, seed: int = 0,
@@ -223,7 +224,7 @@ class PairDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, int(sample_id)])
         return self._draw_still(rng) if self._is_still(rng) else None
 
-    def _video_pair(self, sample_id: int, rng: np.random.Generator) -> dict:
+    def _video_pair(self, sample_id: int, rng: np.random.Generator) -> PairSample:
         clip_idx = self.video_idx[sample_id % len(self.video_idx)]
         clip = self.clips[clip_idx]
         n = clip.num_frames
@@ -233,51 +234,41 @@ class PairDataset(torch.utils.data.Dataset):
             src = drv = 0
         source_pose, source_valid = self._pose(clip, src)
         driving_pose, driving_valid = self._pose(clip, drv)
-        return {"source": self._load(clip, src), "driving": self._load(clip, drv),
-                "source_pose": source_pose, "driving_pose": driving_pose,
-                "source_pose_valid": source_valid, "driving_pose_valid": driving_valid,
-                "clip": clip_idx, "frames": [src, drv], "is_still": False}
+        return PairSample(source=self._load(clip, src), driving=self._load(clip, drv),
+                          source_pose=source_pose, driving_pose=driving_pose,
+                          source_pose_valid=torch.tensor(source_valid),
+                          driving_pose_valid=torch.tensor(driving_valid),
+                          is_still=torch.tensor(False), clip=torch.tensor(clip_idx), frames=torch.tensor([src, drv]))
 
-    def _still_pair(self, rng: np.random.Generator) -> dict:
+    def _still_pair(self, rng: np.random.Generator) -> PairSample:
         clip_idx, warp_s, warp_d = self._draw_still(rng)
         face = self._load(self.clips[clip_idx], 0).unsqueeze(0)  # (1, 3, S, S)
         source = warp_s.warp_image(face)[0].clamp_(0.0, 1.0)  # (3, S, S)
         driving = warp_d.warp_image(face)[0].clamp_(0.0, 1.0)
         # the index's pose is the unwarped photo's: the trainer's teacher gives the warped ones
-        return {"source": source, "driving": driving, "source_pose": torch.zeros(3), "driving_pose": torch.zeros(3),
-                "source_pose_valid": False, "driving_pose_valid": False,
-                "clip": clip_idx, "frames": [0, 0], "is_still": True}
+        return PairSample(source=source, driving=driving, source_pose=torch.zeros(3), driving_pose=torch.zeros(3),
+                          source_pose_valid=torch.tensor(False), driving_pose_valid=torch.tensor(False),
+                          is_still=torch.tensor(True), clip=torch.tensor(clip_idx), frames=torch.tensor([0, 0]))
 
-    def __getitem__(self, sample_id: int) -> dict:
-        sample_id = int(sample_id)
-        rng = np.random.default_rng([self.seed, sample_id])
-        item = self._still_pair(rng) if self._is_still(rng) else self._video_pair(sample_id, rng)
-        source, driving = item["source"], item["driving"]
-        source_pose, driving_pose = item["source_pose"], item["driving_pose"]
-
-        # the same augmentation for both frames: only motion differs between them
-        flip = self.augment_flip and bool(rng.random() < 0.5)
-        if flip:
-            source, driving = source.flip(-1), driving.flip(-1)
+    def _augment(self, pair: PairSample, rng: np.random.Generator) -> PairSample:
+        """The same flip and colour jitter for both frames: only motion differs between them."""
+        if self.augment_flip and bool(rng.random() < 0.5):
             mirror = torch.tensor([-1.0, 1.0, -1.0])  # mirroring negates yaw and roll, keeps pitch
-            source_pose, driving_pose = source_pose * mirror, driving_pose * mirror
+            pair = replace(pair, source=pair.source.flip(-1), driving=pair.driving.flip(-1),
+                           source_pose=pair.source_pose * mirror, driving_pose=pair.driving_pose * mirror)
         if self.color_jitter > 0:
             j = self.color_jitter
             b, c, s = (float(v) for v in rng.uniform(1 - j, 1 + j, size=3))
             h = float(rng.uniform(-j / 2, j / 2))
-            source = color_jitter(source, b, c, s, h)
-            driving = color_jitter(driving, b, c, s, h)
-        return {
-            "source": source,
-            "driving": driving,
-            "source_pose": source_pose,
-            "driving_pose": driving_pose,
-            "source_pose_valid": torch.tensor(item["source_pose_valid"]),
-            "driving_pose_valid": torch.tensor(item["driving_pose_valid"]),
-            "is_still": torch.tensor(item["is_still"]),
-            "clip": torch.tensor(item["clip"]),
-            "frames": torch.tensor(item["frames"]),
-        }
+            pair = replace(pair, source=color_jitter(pair.source, b, c, s, h),
+                           driving=color_jitter(pair.driving, b, c, s, h))
+        return pair
+
+    def __getitem__(self, sample_id: int) -> PairSample:
+        sample_id = int(sample_id)
+        rng = np.random.default_rng([self.seed, sample_id])
+        pair = self._still_pair(rng) if self._is_still(rng) else self._video_pair(sample_id, rng)
+        return self._augment(pair, rng)
 
 
 def _refuse_held_out(data_dir: Path, clips: list[ClipRecord]) -> None:

@@ -13,17 +13,24 @@ import torch
 from torch import nn
 
 from facevid2vid.config import TrainConfig
+from facevid2vid.data.batch import PairBatch
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
+from facevid2vid.structures import ForwardOutput
 from facevid2vid.training import losses as L
 from facevid2vid.training.transforms import RandomWarp
 
 
 @dataclass
 class GeneratorResult:
-    losses: dict[str, torch.Tensor]  # weighted terms; their sum is the generator loss
-    prediction: torch.Tensor  # (B, 3, S, S)
+    losses: dict[str, torch.Tensor]  # weighted terms by name (logged); their sum is the generator loss
+    prediction: torch.Tensor  # (B, 3, S, S) float32
     kp_source: torch.Tensor  # (B, K, 3)
     kp_driving: torch.Tensor  # (B, K, 3)
+
+    def detach(self) -> "GeneratorResult":
+        """Without the autograd graph (what the trainer keeps for its image grids)."""
+        return GeneratorResult({k: v.detach() for k, v in self.losses.items()}, self.prediction.detach(),
+                               self.kp_source.detach(), self.kp_driving.detach())
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -45,56 +52,68 @@ class GeneratorObjective(nn.Module):
         # kept out of the module tree: D has its own optimizer and its own DDP wrapper
         self._disc = [discriminator]
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor, source_pose: torch.Tensor,
-                driving_pose: torch.Tensor, source_pose_valid: torch.Tensor, driving_pose_valid: torch.Tensor,
-                warp: RandomWarp | None, use_gan: bool) -> GeneratorResult:
-        w, cfg = self.cfg.loss, self.cfg
-        amp = _autocast(source.device, cfg.bf16)
+    def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool) -> GeneratorResult:
+        """Every generator-side term on ``batch`` (on the model's device), in one call for DDP."""
+        amp = _autocast(batch.source.device, self.cfg.bf16)
         with amp:
-            fwd = self.model(source, driving)
-            out, src, motion_d, kp_d = fwd.generated, fwd.source, fwd.driving, fwd.kp_driving
-        pred = out.image.float()
-        terms: dict[str, torch.Tensor] = {}
+            fwd = self.model(batch.source, batch.driving)
+        pred = fwd.generated.image.float()  # (B, 3, S, S)
+        terms = self._appearance_terms(pred, batch.driving, amp)
+        if use_gan:
+            terms.update(self._gan_terms(pred, batch.driving, fwd.kp_driving, amp))
+        terms.update(self._motion_terms(fwd, batch, warp, amp))
+        return GeneratorResult(terms, pred, fwd.source.kp, fwd.kp_driving)
 
+    def _appearance_terms(self, pred: torch.Tensor, driving: torch.Tensor, amp) -> dict[str, torch.Tensor]:
+        """Perceptual (or multi-scale L1 + SSIM) and face-identity terms of the prediction."""
+        w, terms = self.cfg.loss, {}
         if self.perceptual is not None:
             with amp:
                 terms["perceptual"] = w.perceptual * self.perceptual(pred, driving).float()
         if self.perceptual is None or not getattr(self.perceptual, "replaces_pixel_terms", False):
             if w.l1_pyramid:
-                terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, driving, cfg.pyramid_scales)
+                terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, driving, self.cfg.pyramid_scales)
             if w.ssim:
                 terms["ssim"] = w.ssim * L.ssim_loss(pred, driving)
         if self.identity is not None and w.identity:
             with amp:
                 terms["identity"] = w.identity * self.identity(pred, driving).float()
+        return terms
 
-        if use_gan:
-            disc = self._disc[0]
-            with amp:
-                fake = disc(pred, kp_d)
-                with torch.no_grad():
-                    real = disc(driving, kp_d)
-            if w.gan:
-                terms["gan"] = w.gan * L.generator_hinge_loss(fake)
-            if w.feature_matching:
-                terms["feature_matching"] = w.feature_matching * L.feature_matching_loss(real, fake)
+    def _gan_terms(self, pred: torch.Tensor, driving: torch.Tensor, kp_driving: torch.Tensor,
+                   amp) -> dict[str, torch.Tensor]:
+        """Hinge GAN and discriminator feature matching (D frozen by the caller)."""
+        w, terms, disc = self.cfg.loss, {}, self._disc[0]
+        with amp:
+            fake = disc(pred, kp_driving)
+            with torch.no_grad():
+                real = disc(driving, kp_driving)
+        if w.gan:
+            terms["gan"] = w.gan * L.generator_hinge_loss(fake)
+        if w.feature_matching:
+            terms["feature_matching"] = w.feature_matching * L.feature_matching_loss(real, fake)
+        return terms
 
+    def _motion_terms(self, fwd: ForwardOutput, batch: PairBatch, warp: RandomWarp | None,
+                      amp) -> dict[str, torch.Tensor]:
+        """Equivariance, keypoint prior, head pose against the teacher, deformation prior."""
+        w, terms = self.cfg.loss, {}
+        src, motion_d, kp_d = fwd.source, fwd.driving, fwd.kp_driving
         if w.equivariance and warp is not None:
             with amp:
-                motion_t = self.model.estimate_motion(warp.warp_image(driving))
+                motion_t = self.model.estimate_motion(warp.warp_image(batch.driving))
                 kp_t, _ = self.model.driving_keypoints(src, motion_t)
             terms["equivariance"] = w.equivariance * L.equivariance_loss(kp_d.float(), kp_t.float(), warp)
-
         if w.keypoint_prior:
             terms["keypoint_prior"] = w.keypoint_prior * L.keypoint_prior_loss(kp_d.float())
         if w.head_pose:
             terms["head_pose"] = w.head_pose * 0.5 * (
-                L.head_pose_loss(motion_d, driving_pose, driving_pose_valid)
-                + L.head_pose_loss(src.motion, source_pose, source_pose_valid))
+                L.head_pose_loss(motion_d, batch.driving_pose, batch.driving_pose_valid)
+                + L.head_pose_loss(src.motion, batch.source_pose, batch.source_pose_valid))
         if w.deformation_prior:
             terms["deformation_prior"] = w.deformation_prior * 0.5 * (
                 L.deformation_prior_loss(motion_d.delta) + L.deformation_prior_loss(src.motion.delta))
-        return GeneratorResult(terms, pred, src.kp, kp_d)
+        return terms
 
 
 class DiscriminatorObjective(nn.Module):

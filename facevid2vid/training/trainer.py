@@ -23,6 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -33,18 +34,19 @@ from tqdm import tqdm
 from facevid2vid.checkpoint import load_checkpoint, save_checkpoint
 from facevid2vid.config import TrainConfig, save_train_config
 from facevid2vid.outputs import write_text
-from facevid2vid.data.dataset import InfiniteShardedSampler, PairDataset
+from facevid2vid.data.dataset import InfiniteShardedSampler, PairBatch, PairDataset, collate_pairs
 from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.training import distributed as D
-from facevid2vid.training.objective import DiscriminatorObjective, GeneratorObjective
-from facevid2vid.perception import DEFAULTS, NETWORKS, load_network, network_path
-from facevid2vid.training.perception_terms import FeaturePerceptualLoss, IdentityLoss, NetworkPoseTeacher
-from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
-from facevid2vid.training.pose_teacher import HopenetTeacher
+from facevid2vid.training.build import PerceptionTerms, build_dataset, build_networks, build_perception
+from facevid2vid.training.objective import DiscriminatorObjective, GeneratorObjective, GeneratorResult
+from facevid2vid.training.perceptual import PerceptualLoss
 from facevid2vid.training.state import load_state, save_state
 from facevid2vid.training.transforms import RandomWarp
 from facevid2vid.training.visualize import training_grid
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 LATEST = "latest.json"
 DIGEST_ENV = "FACEVID2VID_WRITE_DIGEST"  # when set, each rank writes its parameter digest at the end
@@ -77,53 +79,96 @@ class RunLog:
 
 
 class Trainer:
-    """Builds models, data, optimizers; ``train_step(batch)`` does one G and one D update."""
+    """Builds models, data, optimizers; ``train_step(batch)`` does one G and one D update.
+
+    Construction runs in steps: the process (device, process group), the run folder and log,
+    then, after seeding, the data, the networks, the perception terms and the optimizers; then
+    the weights are restored (``resume`` or ``init_from``), the objectives wrapped for DDP and
+    the setup written to the log.
+    """
+
+    cfg: TrainConfig
+    info: D.DistInfo
+    device: torch.device
+    output_dir: Path
+    ckpt_dir: Path
+    log: RunLog
+    dataset: PairDataset
+    model: FaceVid2Vid
+    disc: MultiScaleDiscriminator
+    perceptual: nn.Module | None
+    identity: nn.Module | None
+    pose_teacher: nn.Module | None
+    pose_teacher_name: str
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LambdaLR
+    sched_d: torch.optim.lr_scheduler.LambdaLR
+    rng: torch.Generator  # per-rank randomness of the training step (equivariance warps)
+    gen_obj: nn.Module  # GeneratorObjective, DDP-wrapped under torchrun
+    disc_obj: nn.Module  # DiscriminatorObjective, likewise
+    writer: SummaryWriter | None  # TensorBoard, rank 0 only
+    progress: bool  # progress bar (rank 0 only)
+    step: int  # optimizer steps done
 
     def __init__(self, cfg: TrainConfig, data_dir: str | Path, output_dir: str | Path, *,
                  device: str | None = None, resume: bool = False, init_from: str | Path | None = None,
                  progress: bool = True, console: bool = True):
         self.cfg = cfg
+        self._join_processes(device)
+        self._open_run_dir(Path(output_dir), progress, console)
+        self.step = 0
+        self._stop = False
+        self._loaded_step: int | None = None  # step of the checkpoint this run resumed from
+        self._last: tuple[PairBatch, GeneratorResult] | None = None  # the latest step, for image grids
+
+        seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        self.dataset = build_dataset(cfg, data_dir)
+        self.model, self.disc = build_networks(cfg, self.device, distributed=self.info.enabled)
+        self._set_perception(build_perception(cfg, self.device))
+        self._build_optimizers()
+        self._restore(resume, init_from)
+        self._wrap_objectives()
+        self._open_writer()
+        self._describe_setup(Path(data_dir))
+
+    # ------------------------------------------------------------------ setup
+
+    def _join_processes(self, device: str | None) -> None:
+        """This process's rank and device; joins the torchrun group when there is one."""
         self.info = D.env_dist_info()
         self.device = D.pick_device(device, self.info)
         if self.device.type == "cpu":
             # denormal floats appear as training goes on and make CPU kernels many times slower
             torch.set_flush_denormal(True)
         D.init_process_group(self.info, self.device)
-        self.output_dir = Path(output_dir)
-        self.ckpt_dir = self.output_dir / "checkpoints"
+
+    def _open_run_dir(self, output_dir: Path, progress: bool, console: bool) -> None:
+        """The run folder (rank 0 creates it) and the log; progress and log lines from rank 0 only."""
+        self.output_dir = output_dir
+        self.ckpt_dir = output_dir / "checkpoints"
         if self.info.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         D.barrier()
         self.progress = progress and self.info.is_main
-        self.log = RunLog(self.output_dir / "train.log" if self.info.is_main else None,
-                          console and self.info.is_main)
-        self.step = 0
-        self._stop = False
-        self._loaded_step: int | None = None  # step of the checkpoint this run resumed from
-        self._last: tuple[dict, object] | None = None
+        self.log = RunLog(output_dir / "train.log" if self.info.is_main else None, console and self.info.is_main)
 
-        # identical initial weights on every rank (DDP also broadcasts rank 0's)
-        seed_everything(cfg.seed)
-        self.dataset = PairDataset(data_dir, image_size=cfg.model.image_size, seed=cfg.seed,
-                                   augment_flip=cfg.augment_flip, color_jitter=cfg.augment_color_jitter,
-                                   still_fraction=cfg.still_fraction, still_rotation_deg=cfg.still_rotation_deg,
-                                   still_scale=cfg.still_scale, still_shift=cfg.still_shift,
-                                   still_tps_std=cfg.still_tps_std, still_flip=cfg.still_flip)
-        self.model = FaceVid2Vid(cfg.model).to(self.device)
-        self.disc = MultiScaleDiscriminator(cfg.model).to(self.device)
-        if self.info.enabled and self.device.type == "cuda":
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.perceptual = self._build_perceptual()
-        self.identity = self._build_identity()
-        self.pose_teacher, self.pose_teacher_name = self._build_pose_teacher()
+    def _set_perception(self, terms: PerceptionTerms) -> None:
+        self.perceptual, self.identity = terms.perceptual, terms.identity
+        self.pose_teacher, self.pose_teacher_name = terms.pose_teacher, terms.pose_teacher_name
+
+    def _build_optimizers(self) -> None:
+        """Adam for G and D with the step-decay schedule, and the per-rank step generator."""
+        cfg = self.cfg
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=tuple(cfg.betas))
         schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma)  # noqa: E731
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
-        # per-rank randomness of the training step (equivariance warps)
         self.rng = torch.Generator().manual_seed(cfg.seed * 1000 + self.info.rank)
 
+    def _restore(self, resume: bool, init_from: str | Path | None) -> None:
+        """``resume`` continues this run's newest checkpoint (and wins); else ``init_from`` copies weights."""
         if not resume and self._holds_checkpoints():
             raise InputError(f"{self.output_dir} already holds checkpoints: pass --resume to continue, "
                              f"or choose another --output")
@@ -133,8 +178,10 @@ class Trainer:
         elif init_from is not None:
             self.init_from(init_from)
 
-        gen_obj = GeneratorObjective(self.model, self.disc, cfg, self.perceptual, self.identity)
-        disc_obj = DiscriminatorObjective(self.disc, cfg)
+    def _wrap_objectives(self) -> None:
+        """The generator and discriminator objectives, each in its own DDP wrapper under torchrun."""
+        gen_obj = GeneratorObjective(self.model, self.disc, self.cfg, self.perceptual, self.identity)
+        disc_obj = DiscriminatorObjective(self.disc, self.cfg)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.gen_obj = DDP(gen_obj, device_ids=ids)
@@ -142,53 +189,39 @@ class Trainer:
         else:
             self.gen_obj, self.disc_obj = gen_obj, disc_obj
 
+    def _open_writer(self) -> None:
+        """Rank 0 writes RUN_DIR/config.yaml and opens the TensorBoard writer."""
+        self.writer = None
         if self.info.is_main:
-            save_train_config(cfg, self.output_dir / "config.yaml")
+            save_train_config(self.cfg, self.output_dir / "config.yaml")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.output_dir / "tb"))
-        else:
-            self.writer = None
-        self._describe_setup(Path(data_dir))
-
-    # ------------------------------------------------------------------ setup
-
-    def _perception(self, name: str) -> nn.Module:
-        return load_network(name, cache=self.cfg.perception_cache, device=self.device)
-
-    def _build_perceptual(self) -> nn.Module | None:
-        """VGG19 from a local file (the paper's loss) wins; else a ported ImageNet network, if configured."""
-        cfg = self.cfg
-        if cfg.vgg19_weights:
-            vgg = VGGFeatures.from_file(cfg.vgg19_weights, arch="vgg19")
-            face = VGGFeatures.from_file(cfg.face_weights) if cfg.face_weights else None
-            return PerceptualLoss(vgg, cfg.pyramid_scales, face=face).to(self.device)
-        if cfg.perceptual_network:
-            return FeaturePerceptualLoss(self._perception(cfg.perceptual_network), cfg.pyramid_scales)
-        return None
-
-    def _build_identity(self) -> nn.Module | None:
-        if not (self.cfg.identity_network and self.cfg.loss.identity):
-            return None
-        return IdentityLoss(self._perception(self.cfg.identity_network))
-
-    def _build_pose_teacher(self) -> tuple[nn.Module | None, str]:
-        """The head-pose teacher: a user's Hopenet file, a ported network, or the index's PnP poses."""
-        cfg = self.cfg
-        if cfg.pose_teacher_weights:
-            net = HopenetTeacher.from_file(cfg.pose_teacher_weights, signs=tuple(cfg.pose_teacher_signs))
-            return net.to(self.device), f"Hopenet-style teacher {cfg.pose_teacher_weights}"
-        name = cfg.pose_teacher
-        if name == "auto":
-            name = DEFAULTS["pose"] if network_path(DEFAULTS["pose"], cfg.perception_cache).is_file() else "index"
-        if name == "index":
-            return None, "index"
-        if name not in NETWORKS or NETWORKS[name].role != "pose":
-            raise InputError(f"pose_teacher {cfg.pose_teacher!r}: expected auto, index or one of "
-                             f"{', '.join(n for n, s in NETWORKS.items() if s.role == 'pose')}")
-        return NetworkPoseTeacher(self._perception(name)), f"{name} ({NETWORKS[name].summary})"
 
     def _describe_setup(self, data_dir: Path) -> None:
+        cfg, w = self.cfg, self.cfg.loss
+        frames = sum(c.num_frames for c in self.dataset.clips)
+        amp = "bf16 autocast" if cfg.bf16 and self.device.type == "cuda" else "float32"
+        self.log(f"model {cfg.model.name} ({cfg.model.image_size}px) on {self.device}, {amp}, "
+                 f"world size {self.info.world_size}, batch {cfg.batch_size} per process")
+        ds = self.dataset
+        stills = (f"; {len(ds.still_idx)} still photos, still pairs {100 * ds.still_fraction:.0f}% of samples"
+                  if ds.still_idx else "")
+        self.log(f"data {data_dir}: {len(ds.video_idx)} video clips, {frames - len(ds.still_idx)} frames{stills}")
+        self.log(self._reconstruction_summary())
+        gan = f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan else "GAN off"
+        self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
+                 f"deformation prior {w.deformation_prior}")
+        if self.pose_teacher is not None:
+            signs = f" (signs {tuple(cfg.pose_teacher_signs)})" if cfg.pose_teacher_weights else ""
+            self.log(f"head pose: {self.pose_teacher_name}{signs} on every frame, weight {w.head_pose}")
+        else:
+            posed = sum(sum(p is not None for p in c.poses) for c in ds.clips)
+            self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "
+                     f"{posed}/{frames} frames have one")
+
+    def _reconstruction_summary(self) -> str:
+        """The log line naming the reconstruction terms in use."""
         cfg, w = self.cfg, self.cfg.loss
         if isinstance(self.perceptual, PerceptualLoss):
             face = f" + face term ({cfg.face_weights})" if self.perceptual.face is not None else ""
@@ -202,85 +235,73 @@ class Trainer:
                     f"discriminator feature matching (weight {w.feature_matching})")
         if self.identity is not None:
             rec += f"; face identity: 1 - cos of {cfg.identity_network} embeddings (weight {w.identity})"
-        frames = sum(c.num_frames for c in self.dataset.clips)
-        posed = sum(sum(p is not None for p in c.poses) for c in self.dataset.clips)
-        amp = "bf16 autocast" if cfg.bf16 and self.device.type == "cuda" else "float32"
-        self.log(f"model {cfg.model.name} ({cfg.model.image_size}px) on {self.device}, {amp}, "
-                 f"world size {self.info.world_size}, batch {cfg.batch_size} per process")
-        ds = self.dataset
-        stills = (f"; {len(ds.still_idx)} still photos, still pairs {100 * ds.still_fraction:.0f}% of samples"
-                  if ds.still_idx else "")
-        self.log(f"data {data_dir}: {len(ds.video_idx)} video clips, {frames - len(ds.still_idx)} frames{stills}")
-        self.log(rec)
-        gan = f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan else "GAN off"
-        self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
-                 f"deformation prior {w.deformation_prior}")
-        if self.pose_teacher is not None:
-            signs = f" (signs {tuple(cfg.pose_teacher_signs)})" if cfg.pose_teacher_weights else ""
-            self.log(f"head pose: {self.pose_teacher_name}{signs} on every frame, weight {w.head_pose}")
-        else:
-            self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "
-                     f"{posed}/{frames} frames have one")
+        return rec
 
     # ------------------------------------------------------------------ one step
 
-    def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+    def _teacher_batch(self, batch: PairBatch) -> PairBatch:
+        """``batch`` on the device, with the network teacher's poses when there is one."""
+        b = batch.to(self.device, non_blocking=True)
+        if self.pose_teacher is None:
+            return b
+        return b.with_teacher_poses(self.pose_teacher(b.source), self.pose_teacher(b.driving))
 
-    def train_step(self, batch: dict) -> dict[str, float]:
-        """One generator and one discriminator update on ``batch`` (a PairDataset batch)."""
+    def train_step(self, batch: PairBatch) -> dict[str, float]:
+        """One generator and one discriminator update on ``batch``; the losses by name, for logging."""
         cfg = self.cfg
-        b = self._to_device(batch)
-        if self.pose_teacher is not None:
-            for name in ("source", "driving"):
-                b[f"{name}_pose"] = self.pose_teacher(b[name])
-                b[f"{name}_pose_valid"] = torch.ones_like(b[f"{name}_pose_valid"])
+        b = self._teacher_batch(batch)
         self.model.train()
         self.disc.train()
         use_gan = cfg.use_gan and self.step >= cfg.gan_start_step
-        warp = RandomWarp.sample(b["driving"].shape[0], cfg.equivariance_affine_std, cfg.equivariance_tps_std,
+        warp = RandomWarp.sample(len(b), cfg.equivariance_affine_std, cfg.equivariance_tps_std,
                                  generator=self.rng, device=self.device)
-
-        self.disc.requires_grad_(False)
-        res = self.gen_obj(b["source"], b["driving"], b["source_pose"], b["driving_pose"],
-                           b["source_pose_valid"], b["driving_pose_valid"], warp, use_gan)
-        loss_g = sum(res.losses.values())
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt_g.step()
-        names = list(res.losses) + ["generator"]
-        values = torch.stack([v.detach().float() for v in res.losses.values()] + [loss_g.detach().float()])
-        stats = dict(zip(names, values.tolist()))  # one device sync for all terms
-
+        res, stats = self._generator_update(b, warp, use_gan)
         if use_gan:
-            self.disc.requires_grad_(True)
-            loss_d = self.disc_obj(b["driving"], res.prediction.detach(), res.kp_driving.detach())
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
-            self.opt_d.step()
-            stats["discriminator"] = float(loss_d.detach())
+            stats["discriminator"] = self._discriminator_update(b, res)
         self.sched_g.step()
         self.sched_d.step()
         with torch.no_grad():
-            stats["l1"] = float((res.prediction - b["driving"]).abs().mean())
+            stats["l1"] = float((res.prediction - b.driving).abs().mean())
         self.step += 1
-        self._last = (b, res)
+        self._last = (b, res.detach())
         return stats
+
+    def _generator_update(self, b: PairBatch, warp: RandomWarp,
+                          use_gan: bool) -> tuple[GeneratorResult, dict[str, float]]:
+        """One Adam step of F, L, H/Delta, M, G with D frozen; (result, loss values by name)."""
+        self.disc.requires_grad_(False)
+        res: GeneratorResult = self.gen_obj(b, warp, use_gan)
+        loss_g = sum(res.losses.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt_g.step()
+        names = list(res.losses) + ["generator"]
+        values = torch.stack([v.detach().float() for v in res.losses.values()] + [loss_g.detach().float()])
+        return res, dict(zip(names, values.tolist()))  # one device sync for all terms
+
+    def _discriminator_update(self, b: PairBatch, res: GeneratorResult) -> float:
+        """One Adam step of D on the real driving frames against the (detached) predictions."""
+        self.disc.requires_grad_(True)
+        loss_d = self.disc_obj(b.driving, res.prediction.detach(), res.kp_driving.detach())
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.disc.parameters(), self.cfg.grad_clip)
+        self.opt_d.step()
+        return float(loss_d.detach())
 
     # ------------------------------------------------------------------ loop
 
-    def batches(self):
+    def batches(self) -> Iterator[PairBatch]:
         """Endless batches for this rank, starting where step ``self.step`` left off."""
         cfg = self.cfg
         sampler = InfiniteShardedSampler(len(self.dataset), seed=cfg.seed, rank=self.info.rank,
                                          world_size=self.info.world_size, start=self.step * cfg.batch_size)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-            drop_last=True, pin_memory=self.device.type == "cuda",
+            drop_last=True, pin_memory=self.device.type == "cuda", collate_fn=collate_pairs,
             generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
             worker_init_fn=_ignore_sigint, persistent_workers=False,
         )
@@ -357,7 +378,7 @@ class Trainer:
             self.log(f"step {self.step} " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()) + f" img/s={ips:.1f}")
         if cfg.image_every and self.step % cfg.image_every == 0 and self._last is not None:
             b, res = self._last
-            grid = training_grid(b["source"], b["driving"], res.prediction, res.kp_source, res.kp_driving)
+            grid = training_grid(b.source, b.driving, res.prediction, res.kp_source, res.kp_driving)
             self.writer.add_image("source_driving_prediction", grid, self.step, dataformats="HWC")
 
     def _check_ranks_agree(self) -> None:

@@ -34,6 +34,7 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from facevid2vid.cli._common import device_name  # noqa: E402
 from facevid2vid.outputs import atomic_path, write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,7 +361,7 @@ def write_doc(doc: Path, section: str) -> None:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="model (.safetensors); default: the bundled model")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_name, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--size", type=int, default=256, help="crop size every codec is measured at (DATA.md: 256)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N validation frames")
     p.add_argument("--qualities", default=",".join(map(str, QUALITIES)), help="our --quality values")

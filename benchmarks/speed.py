@@ -78,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[8, 1])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--only", nargs="+", default=None, help="time only these models (e.g. bundled lite-256)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     nets = models(args.checkpoint)
+    if args.only:
+        nets = {k: v for k, v in nets.items() if k in args.only}
     rows = []
     for name, net in nets.items():
         for b in args.batches:

@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from facevid2vid.cli._common import device_name
+
 ROLL_RATIO = 0.8  # roll step relative to the yaw and pitch steps (as in BASE_STEPS)
 
 
@@ -52,7 +54,7 @@ def training_segments(size: int, segments: int, frames: int) -> list[np.ndarray]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="model (.safetensors); default: the bundled model")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_name, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--segments", type=int, default=6, help="training segments (half franck, half cap12)")
     p.add_argument("--frames", type=int, default=80, help="frames per segment")
     p.add_argument("--angles", default="0.5,1.5,3", help="yaw and pitch steps to try, degrees (roll: 0.8 of it)")

@@ -56,9 +56,24 @@ def _named_modules(model: FaceVid2Vid, discriminator: nn.Module | None = None) -
     return mods
 
 
+# later fields that fingerprints have always included (they were in every config when the codec shipped)
+ALWAYS_FINGERPRINTED = ("volume_downsample", "appearance_max_features")
+
+
 def canonical_config_json(cfg: ModelConfig) -> str:
-    """The config as compact, key-sorted JSON: the same bytes for the same architecture."""
-    return json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    """The config as compact, key-sorted JSON: the same bytes for the same architecture.
+
+    Fields added later (``config.BACKWARD_COMPATIBLE_DEFAULTS``) are left out while they hold the
+    value an older config would get, so adding an option does not change existing models'
+    fingerprints (and the streams encoded for them stay decodable).
+    """
+    from .config import BACKWARD_COMPATIBLE_DEFAULTS
+
+    data = cfg.to_dict()
+    for name, default in BACKWARD_COMPATIBLE_DEFAULTS.items():
+        if name not in ALWAYS_FINGERPRINTED and name in data and data[name] == default(data):
+            del data[name]
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def save_checkpoint(path: str | os.PathLike, model: FaceVid2Vid, discriminator: nn.Module | None = None,

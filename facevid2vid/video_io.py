@@ -495,6 +495,24 @@ def _close_quietly(container) -> None:
 # ----------------------------------------------------------------------------- tensors
 
 
+def resize_square(frames: np.ndarray, size: int) -> np.ndarray:
+    """Square frames uint8 (N, s, s, 3) resized to (N, size, size, 3): the project's one resize filter.
+
+    Area averaging when shrinking, bicubic when enlarging (OpenCV); used for face crops, by the
+    encoder to reach the model's size and by the decoder to give frames at the encoded size.
+    """
+    import cv2
+
+    frames = np.asarray(frames)
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=interp)
+    return out
+
+
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) or (H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
     arr = np.asarray(frames)

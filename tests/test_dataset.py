@@ -174,10 +174,6 @@ def test_collate_stacks_samples_into_a_typed_batch(data_dir):
     taught = batch.with_teacher_poses(torch.ones(3, 3), torch.full((3, 3), 2.0))
     assert taught.source_pose_valid.all() and taught.driving_pose_valid.all()
     assert torch.equal(taught.driving_pose, torch.full((3, 3), 2.0)) and taught.source is batch.source
-    # read access by name, for callers written against the former dict items
-    assert samples[0]["source"] is samples[0].source and "frames" in list(samples[0])
-    with pytest.raises(KeyError):
-        samples[0]["nothing"]
     with pytest.raises(ValueError):
         collate_pairs([])
 

@@ -63,7 +63,7 @@ def test_real_video_gives_clips_and_index(prepared):
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     # the training loader reads them
     item = PairDataset(prepared, image_size=64)[0]
-    assert item["source"].shape == (3, 64, 64)
+    assert item.source.shape == (3, 64, 64)
 
 
 def test_frame_folders_and_identity_from_the_layout(prepared):

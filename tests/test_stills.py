@@ -1,6 +1,7 @@
 """Training on still photos: one clip per face, held-out stills refused, still pairs by random warps."""
 import json
 import shutil
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -156,6 +157,11 @@ def _corr(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
 
 
+def _same_sample(x, y) -> bool:
+    """Every field of two PairSamples holds equal tensors."""
+    return all(torch.equal(getattr(x, f.name), getattr(y, f.name)) for f in fields(x))
+
+
 def test_still_pairs_are_two_warps_of_one_face(mixed):
     ds = PairDataset(mixed, seed=0, still_fraction=1.0, still_tps_std=0.0)
     stills = [i for i, c in enumerate(ds.clips) if c.kind == "still"]
@@ -163,27 +169,27 @@ def test_still_pairs_are_two_warps_of_one_face(mixed):
     for sid in range(6):
         item = ds[sid]
         clip_idx, warp_s, warp_d = ds.still_plan(sid)
-        assert item["is_still"].item() and item["clip"].item() == clip_idx in stills
-        assert not item["source_pose_valid"].item() and not item["driving_pose_valid"].item()
-        assert torch.equal(item["frames"], torch.tensor([0, 0]))
+        assert item.is_still.item() and item.clip.item() == clip_idx in stills
+        assert not item.source_pose_valid.item() and not item.driving_pose_valid.item()
+        assert torch.equal(item.frames, torch.tensor([0, 0]))
         face = ds._load(ds.clips[clip_idx], 0)
-        assert torch.allclose(item["source"], warp_s.warp_image(face[None])[0], atol=1e-5)
-        assert not torch.allclose(item["source"], item["driving"], atol=0.05)
+        assert torch.allclose(item.source, warp_s.warp_image(face[None])[0], atol=1e-5)
+        assert not torch.allclose(item.source, item.driving, atol=0.05)
         # one face: the two un-warped images agree, better than the warped ones do
-        back_s, back_d = _unwarp_affine(item["source"], warp_s), _unwarp_affine(item["driving"], warp_d)
-        assert _corr(back_s, back_d) > 0.95 and _corr(back_s, back_d) > _corr(item["source"], item["driving"])
-        assert torch.allclose(item["source"].mean((1, 2)), item["driving"].mean((1, 2)), atol=0.08)
+        back_s, back_d = _unwarp_affine(item.source, warp_s), _unwarp_affine(item.driving, warp_d)
+        assert _corr(back_s, back_d) > 0.95 and _corr(back_s, back_d) > _corr(item.source, item.driving)
+        assert torch.allclose(item.source.mean((1, 2)), item.driving.mean((1, 2)), atol=0.08)
 
 
 def test_still_pairs_are_deterministic_per_sample_id(mixed):
     kw = {"still_fraction": 0.5, "augment_flip": True, "color_jitter": 0.1}
     a, b, c = PairDataset(mixed, seed=4, **kw), PairDataset(mixed, seed=4, **kw), PairDataset(mixed, seed=5, **kw)
     items = [a[i] for i in range(8)]
-    assert any(x["is_still"].item() for x in items)
+    assert any(x.is_still.item() for x in items)
     for i, x in enumerate(items):
         y = b[i]
-        assert all(torch.equal(x[k], y[k]) for k in x)
-    assert any(not torch.equal(x["source"], c[i]["source"]) for i, x in enumerate(items))
+        assert _same_sample(x, y)
+    assert any(not torch.equal(x.source, c[i].source) for i, x in enumerate(items))
 
 
 def test_still_fraction_is_respected(mixed):
@@ -201,11 +207,11 @@ def test_zero_still_fraction_gives_the_old_samples(mixed):
     assert len(ds) == len(ref) == 3
     for sid in range(9):
         x, y = ds[sid], ref[sid]
-        assert all(torch.equal(x[k], y[k]) for k in x) and not x["is_still"].item()
+        assert _same_sample(x, y) and not x.is_still.item()
         # the draws of the loader before still pairs existed: clip id % n, then two frames
-        assert x["clip"].item() == sid % 3
+        assert x.clip.item() == sid % 3
         expect = np.random.default_rng([2, sid]).choice(10, size=2, replace=False)
-        assert x["frames"].tolist() == [int(v) for v in expect]
+        assert x.frames.tolist() == [int(v) for v in expect]
 
 
 def test_still_fraction_needs_still_clips(tmp_path):

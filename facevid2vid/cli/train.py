@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from facevid2vid.cli._common import add_device_arg, nonnegative_int, positive_int
+from facevid2vid.cli._common import OptionTable, add_device_arg, nonnegative_int, positive_int
 from facevid2vid.config import PRESETS
+
+# the options override the TrainConfig of --preset or --config (build_config): every default is None
+TRAIN = OptionTable("facevid2vid.config:TrainConfig",
+                    {"max_steps": "max_steps", "batch_size": "batch_size", "workers": "num_workers",
+                     "checkpoint_every": "checkpoint_every", "vgg19": "vgg19_weights", "seed": "seed"},
+                    overrides=True)
+OPTION_TABLES = (TRAIN,)
 
 
 def register(sub) -> None:
@@ -50,11 +57,8 @@ def build_config(args: argparse.Namespace):
             raise InputError(f"bad config {args.config}: {exc}") from None
     else:
         cfg = TrainConfig(model=model_preset(args.preset))
-    for name, attr in (("max_steps", "max_steps"), ("batch_size", "batch_size"), ("workers", "num_workers"),
-                       ("checkpoint_every", "checkpoint_every"), ("vgg19", "vgg19_weights"), ("seed", "seed")):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(cfg, attr, value)
+    for name, value in TRAIN.values(args).items():
+        setattr(cfg, name, value)
     try:
         cfg.validate()
     except ValueError as exc:

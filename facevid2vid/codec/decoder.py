@@ -201,7 +201,7 @@ class StreamDecoder:
         header: the stream header (bytes or parsed); refused if made for another model.
         size: side of the frames it gives (default: the header's output size, the encoded
             input's); frames are synthesized at the model's size and resized by
-            :func:`~facevid2vid.face.crop.crop_frames` (bicubic when enlarging, area when shrinking).
+            :func:`~facevid2vid.video_io.resize_square` (bicubic when enlarging, area when shrinking).
     """
 
     def __init__(self, animator, header: bytes | bs.StreamHeader, size: int | None = None):
@@ -252,13 +252,11 @@ class StreamDecoder:
                                                                  dtype=np.uint8))
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
-        from facevid2vid.face.crop import CropBox, crop_frames
+        from facevid2vid.video_io import resize_square
 
         if len(frames) == 0:
             return np.zeros((0, self.size, self.size, 3), dtype=np.uint8)
-        if frames.shape[1] == self.size:
-            return frames
-        return crop_frames(frames, CropBox(0, 0, frames.shape[1]), self.size)
+        return resize_square(frames, self.size)
 
 
 # ---------------------------------------------------------------------------------------

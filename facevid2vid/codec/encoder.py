@@ -157,7 +157,7 @@ class Encoder:
         settings: :class:`EncoderSettings`.
         frame_size: side in pixels of the square face crops given to :meth:`encode` (default: the
             model's size); recorded in the header as the size the receiver shows. Crops of another
-            size are resized to the model's by :func:`~facevid2vid.face.crop.crop_frames` (area
+            size are resized to the model's by :func:`~facevid2vid.video_io.resize_square` (area
             averaging when shrinking, bicubic when enlarging).
     """
 
@@ -291,13 +291,13 @@ class Encoder:
 
     def _model_frames(self, frames: np.ndarray) -> np.ndarray:
         """Face crops uint8 (N, F, F, 3), F = frame_size, resized to the model's (N, S, S, 3)."""
-        from facevid2vid.face.crop import CropBox, crop_frames
+        from facevid2vid.video_io import resize_square
 
         frames = np.asarray(frames)
         f = self.frame_size
         if frames.ndim != 4 or frames.shape[1:] != (f, f, 3) or frames.dtype != np.uint8:
             raise InputError(f"frames must be uint8 (N, {f}, {f}, 3), got {frames.dtype} {frames.shape}")
-        return frames if f == self.size else crop_frames(frames, CropBox(0, 0, f), self.size)
+        return resize_square(frames, self.size)
 
     @torch.inference_mode()
     def encode(self, frames: np.ndarray, face_present: np.ndarray | None = None) -> list[bytes]:

@@ -8,7 +8,7 @@ has ``pin_memory`` (which the DataLoader calls for ``pin_memory=True``) and ``to
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -26,16 +26,6 @@ class PairSample:
     is_still: torch.Tensor  # () bool: two warps of one still photo
     clip: torch.Tensor  # () int64: index into PairDataset.clips
     frames: torch.Tensor  # (2,) int64: source and driving frame in the clip
-
-    # Read access by field name, for callers that still index samples as the former dicts
-    # (``sample["source"]``, ``for name in sample``); new code uses the attributes.
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in _names(self):
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_names(self))
 
 
 @dataclass

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facevid2vid.errors import InputError, NoFaceError
+from facevid2vid.video_io import resize_square
 
 
 PHOTO_MIN_MARGIN = 1.3  # a photo's crop may shrink from 1.8 to 1.3 face sizes to stay inside the picture
@@ -151,11 +151,7 @@ def crop_frames(frames, box: CropBox, size: int, pad: str = "edge") -> np.ndarra
             region = np.pad(region, pads, mode="constant")
         else:
             raise InputError(f"unknown padding {pad!r}: expected 'edge' or 'black'")
-    interp = cv2.INTER_AREA if box.size > size else cv2.INTER_CUBIC
-    out = np.empty((n, size, size, 3), dtype=np.uint8)
-    for i in range(n):
-        out[i] = cv2.resize(np.ascontiguousarray(region[i]), (size, size), interpolation=interp)
-    return out
+    return resize_square(region, size)
 
 
 def center_square(frames) -> np.ndarray:
@@ -179,7 +175,7 @@ def prepare_frames(frames, size: int, crop: bool = True, name: str = "the frames
     frames = _frames_array(frames)
     if not crop:
         sq = center_square(frames)
-        return crop_frames(sq, CropBox(0, 0, sq.shape[1]), size), None
+        return resize_square(sq, size), None
     if box is None:
         from facevid2vid.face.track import track_frames  # track builds on this module
 

@@ -79,12 +79,11 @@ def _provenance(name: str) -> dict[str, str]:
 def _is_current(path: Path, name: str) -> bool:
     if not path.is_file():
         return False
-    try:
-        from safetensors import safe_open
+    from facevid2vid.weights_io import read_metadata  # imported here: torch only when a cache file is looked at
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # unreadable or half-written: convert again
+    try:
+        meta = read_metadata(path, f"perception network {name}")
+    except CheckpointError:  # unreadable or half-written: convert again
         return False
     return json.loads(meta.get("provenance", "{}")) == _provenance(name)
 
@@ -102,8 +101,8 @@ def _archive_path(archive: Archive, from_dir: Path | None, tmp: Path, quiet: boo
 def _convert_to_file(name: str, read, dest: Path) -> None:
     from safetensors.torch import save_file
 
-    from facevid2vid.checkpoint import CHECKSUM_KEY, tensor_checksum
     from facevid2vid.outputs import atomic_path
+    from facevid2vid.weights_io import CHECKSUM_KEY, tensor_checksum
 
     state = convert_network(name, read)
     meta = {"provenance": json.dumps(_provenance(name)), CHECKSUM_KEY: tensor_checksum(state)}

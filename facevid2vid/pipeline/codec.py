@@ -63,7 +63,7 @@ def encode_file(input: str | Path, output: str | Path, checkpoint: str | None = 
     animator = animator or load_animator(checkpoint, device)
     video = FaceVideo(input, animator.image_size, crop=crop, start=start, max_frames=max_frames,
                       what="video")
-    frame_size = min(video.crop_size, MAX_SIZE)
+    frame_size = min(max(video.crop_size, 16), MAX_SIZE)  # the header holds 16..1024
     encoder = Encoder(animator, video.fps, settings, frame_size=frame_size)
     present = video.face_present
     with atomic_open(output, "wb") as f, tqdm(total=video.num_frames, desc="encode", unit="frame",

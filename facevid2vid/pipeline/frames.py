@@ -16,7 +16,7 @@ import numpy as np
 from facevid2vid.errors import InputError, NoFaceError
 from facevid2vid.face.crop import DETECT_EVERY, CropBox, center_square, crop_frames, prepare_frames
 from facevid2vid.face.track import Track, track_frames
-from facevid2vid.video_io import is_image_path, iter_video, load_source, video_info
+from facevid2vid.video_io import is_image_path, iter_video, load_source, resize_square, video_info
 
 
 def load_source_image(path: str | Path, size: int, crop: bool = True) -> np.ndarray:
@@ -101,8 +101,7 @@ class FaceVideo:
         size = size or self.size
         if self.box is not None:
             return crop_frames(frames, self.box, size)
-        square = center_square(frames)
-        return crop_frames(square, CropBox(0, 0, square.shape[1]), size)
+        return resize_square(center_square(frames), size)
 
     def batches(self, n: int, size: int | None = None) -> Iterator[np.ndarray]:
         """The clip's face crops, n frames at a time."""

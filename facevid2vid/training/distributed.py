@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from facevid2vid.errors import UsageError
+from facevid2vid.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,13 @@ def env_dist_info() -> DistInfo:
 
 
 def pick_device(requested: str | None, info: DistInfo) -> torch.device:
-    """``requested`` (cpu, cuda, cuda:N) or the best available; each rank gets its local GPU."""
-    if requested in (None, "auto"):
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise UsageError(f"--device {requested!r} is not a device: choose cpu, cuda (or cuda:N) or auto") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {requested!r}: choose cpu, cuda (or cuda:N) or auto")
+    """``requested`` (cpu, cuda, cuda:N) or the best available; each rank gets its local GPU.
+
+    The name is checked and ``auto`` resolved by :func:`facevid2vid.devices.resolve_device`
+    (a UsageError naming --device); a bare ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun.
+    """
+    device = torch.device(resolve_device(requested))
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {requested} was asked for but no CUDA device is available: use cpu or auto")
         if device.index is None:
             device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)

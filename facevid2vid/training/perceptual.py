@@ -16,6 +16,8 @@ import torch.nn as nn
 
 from facevid2vid.errors import CheckpointError
 from facevid2vid.training.losses import image_pyramid
+# read_state_dict: the one reader of user-supplied state dicts (--vgg19, --face-weights, Hopenet files)
+from facevid2vid.weights_io import load_module, read_state_dict
 
 # torchvision's "E" (VGG19) and "D" (VGG16) layouts; "M" is a 2x2 max pool
 VGG_LAYOUTS = {
@@ -46,27 +48,6 @@ def _build_features(layout: list) -> tuple[nn.Sequential, list[int]]:
     return nn.Sequential(*layers), taps
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A user-supplied state dict: ``.safetensors``, or a torch file read with ``weights_only=True``."""
-    from facevid2vid.validation import regular_file
-
-    path = regular_file(path, "weights file", CheckpointError)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise CheckpointError(f"cannot read weights {path}: {type(exc).__name__}: {exc}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return state
-
-
 class VGGFeatures(nn.Module):
     """Frozen VGG trunk returning relu1_1 .. relu5_1 for images in [0, 1]."""
 
@@ -81,12 +62,8 @@ class VGGFeatures(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path, arch: str | None = None) -> "VGGFeatures":
         """Load torchvision-format weights (``features.<i>.*``; ``classifier.*`` and prefixes ignored)."""
-        state = read_state_dict(path)
-        feats = {}
-        for key, value in state.items():
-            name = key[len("module."):] if key.startswith("module.") else key
-            if name.startswith("features."):
-                feats[name[len("features."):]] = value
+        state = read_state_dict(path, "VGG weights")  # ``module.`` prefixes already removed
+        feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         if not feats:
             raise CheckpointError(f"{path}: no 'features.<i>' keys; expected a torchvision-format VGG state dict")
         if arch is None:
@@ -95,11 +72,8 @@ class VGGFeatures(nn.Module):
             if arch is None:
                 raise CheckpointError(f"{path}: {convs} conv layers; expected 16 (VGG19) or 13 (VGG16)")
         net = cls(arch)
-        try:
-            net.features.load_state_dict(feats, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise CheckpointError(f"{path}: does not match {arch}: {' '.join(first[:2])}") from None
+        load_module(net.features, feats, path, f"the {arch.upper()} feature trunk (features.<i>)",
+                    hint=f"the file does not match {arch}: use a state dict of torchvision.models.{arch}")
         return net
 
     def train(self, mode: bool = True):  # always frozen

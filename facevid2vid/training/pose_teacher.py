@@ -18,7 +18,8 @@ from torch import nn
 
 from facevid2vid.errors import CheckpointError
 from facevid2vid.models.pose_expression import Bottleneck
-from facevid2vid.training.perceptual import IMAGENET_MEAN, IMAGENET_STD, read_state_dict
+from facevid2vid.training.perceptual import IMAGENET_MEAN, IMAGENET_STD
+from facevid2vid.weights_io import load_module, read_state_dict
 
 
 class HopenetTeacher(nn.Module):
@@ -52,8 +53,7 @@ class HopenetTeacher(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path, signs=(1.0, 1.0, 1.0)) -> "HopenetTeacher":
         """Load a Hopenet state dict (``fc_finetune`` and ``fc`` keys, if present, are ignored)."""
-        state = read_state_dict(path)
-        state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+        state = read_state_dict(path, "pose teacher weights")  # ``module.`` prefixes already removed
         state = {k: v for k, v in state.items() if not k.startswith(("fc_finetune.", "fc."))}
         state = {_torchvision_to_block_key(k): v for k, v in state.items()}
         if "fc_yaw.weight" not in state:
@@ -64,11 +64,8 @@ class HopenetTeacher(nn.Module):
         if min(layers) < 1:
             raise CheckpointError(f"{path}: missing ResNet stages (layer1..layer4)")
         net = cls(layers=layers, num_bins=num_bins, signs=signs)
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: does not match a Hopenet network: {str(exc).splitlines()[0]}") from None
-        return net
+        # BatchNorm step counters are bookkeeping that files from older PyTorch versions lack
+        return load_module(net, state, path, "a Hopenet network", keep_own=("num_batches_tracked",))
 
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from facevid2vid.checkpoint import CHECKSUM_KEY, check_tensors, tensor_checksum
 from facevid2vid.errors import CheckpointError
-from facevid2vid.validation import regular_file
 from facevid2vid.outputs import atomic_path
+from facevid2vid.weights_io import CHECKSUM_KEY, read_weights, tensor_checksum
 
 _META_KEY = "facevid2vid_trainer_state"
 
@@ -65,22 +64,15 @@ def save_state(path: str | Path, state: dict) -> None:
 
 
 def load_state(path: str | Path) -> dict:
-    """Read a file written by :func:`save_state`; CheckpointError when it is not one."""
-    path = regular_file(path, "trainer state", CheckpointError)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
-        raise CheckpointError(f"cannot read trainer state {path}: {_first_line(exc)}") from None
-    meta = metadata.get(_META_KEY)
+    """Read a file written by :func:`save_state` (checksum and finiteness checked); else CheckpointError."""
+    weights = read_weights(path, "trainer state")
+    path = weights.path
+    meta = weights.metadata.get(_META_KEY)
     if meta is None:
         raise CheckpointError(f"{path} is not a facevid2vid trainer state")
-    check_tensors(path, tensors, metadata.get(CHECKSUM_KEY))
+    weights.verify()
     try:
-        return _decode(json.loads(meta), tensors)
+        return _decode(json.loads(meta), weights.tensors)
     except (ValueError, KeyError, TypeError) as exc:  # bad JSON, a missing tensor, a wrong shape of entry
         raise CheckpointError(f"{path}: the trainer state's structure is damaged ({_first_line(exc)})") from None
 

@@ -21,7 +21,8 @@ from facevid2vid.errors import FaceVid2VidError, UsageError
 # command modules, in the order `--help` lists them
 COMMANDS = [
     "demo", "animate", "reconstruct", "redirect", "inspect",
-    "data", "weights", "prepare", "train", "evaluate", "benchmark", "encode", "decode",
+    "data", "weights", "convert", "prepare", "train", "evaluate", "benchmark", "encode", "decode",
+    "serve",
 ]
 
 

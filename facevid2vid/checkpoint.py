@@ -6,6 +6,12 @@ metadata carries the :class:`ModelConfig` as JSON, so a checkpoint alone rebuild
 model. ``half=True`` stores floating tensors as float16 (half the size); loading always
 returns the model's own dtype (float32).
 
+Model families: the metadata key ``facevid2vid_family`` names the family ("facevid2vid", or
+"liveportrait" for LivePortrait's networks converted by :mod:`facevid2vid.convert.liveportrait`,
+whose prefixes are "F.", "M.", "W.", "G.", "S."); files without it are face-vid2vid checkpoints.
+:func:`load_checkpoint` and :func:`resolve_model` return the family's model class, and
+:func:`model_fingerprint` covers both.
+
 Loading checks, before building anything, that the config is complete (a missing field is an
 error naming it, except those listed in :data:`facevid2vid.config.BACKWARD_COMPATIBLE_DEFAULTS`,
 added after the first checkpoints were written) and within its documented bounds
@@ -27,6 +33,7 @@ from torch import nn
 
 from .config import BACKWARD_COMPATIBLE_DEFAULTS, ModelConfig, model_preset  # noqa: F401 - defined in config
 from .errors import CheckpointError
+from .families import FACEVID2VID, LIVEPORTRAIT
 from .models import MODULES, FaceVid2Vid, MultiScaleDiscriminator
 from .outputs import atomic_path
 # the checksum and tensor checks live with the one weight reader; imported here under their old names
@@ -40,6 +47,7 @@ CONFIG_KEY = "facevid2vid_config"
 FORMAT_KEY = "facevid2vid_format"
 DTYPE_KEY = "facevid2vid_dtype"
 MODULES_KEY = "facevid2vid_modules"
+FAMILY_KEY = "facevid2vid_family"
 DEFAULT_PRESET = "lite-256"  # architecture used with random weights when no checkpoint exists
 RANDOM_SEED = 0  # random-weight models are seeded, so two processes build the same one
 
@@ -49,8 +57,22 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model) if not isinstance(model, FaceVid2Vid) else model
 
 
-def _named_modules(model: FaceVid2Vid, discriminator: nn.Module | None = None) -> dict[str, nn.Module]:
-    mods = {p: getattr(model, attr) for p, attr in MODULES.items()}
+def model_family(model: nn.Module) -> str:
+    """"facevid2vid" or the ``family`` a model class declares (e.g. "liveportrait")."""
+    return getattr(_unwrap(model), "family", FACEVID2VID)
+
+
+def _module_table(family: str) -> dict[str, str]:
+    if family == LIVEPORTRAIT:
+        from .families.liveportrait import MODULES as LIVEPORTRAIT_MODULES
+
+        return LIVEPORTRAIT_MODULES
+    return MODULES
+
+
+def _named_modules(model: nn.Module, discriminator: nn.Module | None = None) -> dict[str, nn.Module]:
+    model = _unwrap(model)
+    mods = {p: getattr(model, attr) for p, attr in _module_table(model_family(model)).items()}
     if discriminator is not None:
         mods["D"] = _unwrap(discriminator)
     return mods
@@ -60,26 +82,32 @@ def _named_modules(model: FaceVid2Vid, discriminator: nn.Module | None = None) -
 ALWAYS_FINGERPRINTED = ("volume_downsample", "appearance_max_features")
 
 
-def canonical_config_json(cfg: ModelConfig) -> str:
+def canonical_config_json(cfg) -> str:
     """The config as compact, key-sorted JSON: the same bytes for the same architecture.
 
     Fields added later (``config.BACKWARD_COMPATIBLE_DEFAULTS``) are left out while they hold the
     value an older config would get, so adding an option does not change existing models'
-    fingerprints (and the streams encoded for them stay decodable).
+    fingerprints (and the streams encoded for them stay decodable). Other families' configs are
+    written whole.
     """
     from .config import BACKWARD_COMPATIBLE_DEFAULTS
 
     data = cfg.to_dict()
-    for name, default in BACKWARD_COMPATIBLE_DEFAULTS.items():
+    for name, default in BACKWARD_COMPATIBLE_DEFAULTS.items() if isinstance(cfg, ModelConfig) else ():
         if name not in ALWAYS_FINGERPRINTED and name in data and data[name] == default(data):
             del data[name]
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def save_checkpoint(path: str | os.PathLike, model: FaceVid2Vid, discriminator: nn.Module | None = None,
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, discriminator: nn.Module | None = None,
                     half: bool = False, metadata: dict | None = None) -> Path:
-    """Write F, L, H/Delta, M, G (and D) with their config into one safetensors file (atomically)."""
+    """Write F, L, H/Delta, M, G (and D) with their config into one safetensors file (atomically).
+
+    A LivePortrait model writes its F, M, W, G, S (and has no discriminator).
+    """
     model = _unwrap(model)
+    if discriminator is not None and model_family(model) != FACEVID2VID:
+        raise ValueError(f"a {model_family(model)} checkpoint holds no discriminator")
     path = Path(path)
     tensors = {}
     for prefix, module in _named_modules(model, discriminator).items():
@@ -98,6 +126,7 @@ def save_checkpoint(path: str | os.PathLike, model: FaceVid2Vid, discriminator: 
         CONFIG_KEY: canonical_config_json(model.cfg),
         DTYPE_KEY: "float16" if half else "float32",
         MODULES_KEY: ",".join(_named_modules(model, discriminator)),
+        FAMILY_KEY: model_family(model),
         CHECKSUM_KEY: tensor_checksum(tensors),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,10 +142,17 @@ def _open_metadata(path: Path) -> dict[str, str]:
     return meta
 
 
-def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
-    """The :class:`ModelConfig` stored in a checkpoint, without loading its weights."""
+def checkpoint_family(path: str | os.PathLike) -> str:
+    """The model family a checkpoint holds ("facevid2vid" when its metadata names none)."""
     path = Path(path)
-    meta = _open_metadata(path)
+    family = _open_metadata(path).get(FAMILY_KEY, FACEVID2VID)
+    if family not in (FACEVID2VID, LIVEPORTRAIT):
+        raise CheckpointError(f"{path}: model family {family!r} is unknown to this version "
+                              f"(it reads {FACEVID2VID!r} and {LIVEPORTRAIT!r})")
+    return family
+
+
+def _stored_config(path: Path, meta: dict[str, str]) -> dict:
     version = meta.get(FORMAT_KEY, "?")
     if version != str(FORMAT_VERSION):
         raise CheckpointError(f"{path}: checkpoint format {version!r}, this version reads format {FORMAT_VERSION}")
@@ -126,6 +162,33 @@ def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path}: config metadata is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: config metadata is not a JSON object")
+    return data
+
+
+def _liveportrait_config(path: Path, data: dict):
+    from .families.liveportrait import LivePortraitConfig
+
+    missing = LivePortraitConfig.missing_fields(data)
+    if missing:
+        raise CheckpointError(f"{path}: the LivePortrait config lacks field{'s' if len(missing) > 1 else ''} "
+                              f"{few(missing)}: refusing to guess the architecture")
+    try:
+        return LivePortraitConfig.from_dict(data).validate()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: LivePortrait config does not match this version: {exc}") from None
+
+
+def read_checkpoint_config(path: str | os.PathLike):
+    """The config stored in a checkpoint, without loading its weights.
+
+    A :class:`ModelConfig`, or a :class:`~facevid2vid.families.liveportrait.LivePortraitConfig` for a
+    LivePortrait checkpoint.
+    """
+    path = Path(path)
+    family = checkpoint_family(path)
+    data = _stored_config(path, _open_metadata(path))
+    if family == LIVEPORTRAIT:
+        return _liveportrait_config(path, data)
     missing = ModelConfig.missing_fields(data)
     if missing:
         raise CheckpointError(f"{path}: the config lacks field{'s' if len(missing) > 1 else ''} {few(missing)} "
@@ -138,13 +201,38 @@ def read_checkpoint_config(path: str | os.PathLike) -> ModelConfig:
     return cfg
 
 
+def build_model(cfg, initialise: bool = True) -> nn.Module:
+    """The model of a config of either family: randomly initialised, or (``initialise=False``, for
+    LivePortrait's 130 M parameters) with uninitialised memory that loading a state dict fills."""
+    from .families.liveportrait import LivePortrait, LivePortraitConfig
+
+    if not isinstance(cfg, LivePortraitConfig):
+        return FaceVid2Vid(cfg)
+    if initialise:
+        return LivePortrait(cfg)
+    with torch.device("meta"):  # no allocation, no random init
+        model = LivePortrait(cfg)
+    for module in model.modules():  # plain torch.empty: Module.to_empty is ten times slower here
+        for name, p in module.named_parameters(recurse=False):
+            module.register_parameter(name, nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad))
+        for name, b in module.named_buffers(recurse=False):
+            module.register_buffer(name, torch.empty(b.shape, dtype=b.dtype))
+    return model
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", with_discriminator: bool = False):
     """Rebuild the model from the checkpoint's own config and load its weights (eval mode, float32).
 
-    Returns the :class:`FaceVid2Vid`, or ``(model, discriminator)`` with ``with_discriminator``.
+    Returns the :class:`FaceVid2Vid` (or the family's model, e.g. ``LivePortrait``), or
+    ``(model, discriminator)`` with ``with_discriminator``.
     """
     path = Path(path)
     cfg = read_checkpoint_config(path)
+    model = build_model(cfg, initialise=False)  # every tensor is loaded below (strictly)
+    family = model_family(model)
+    if with_discriminator and family != FACEVID2VID:
+        raise CheckpointError(f"{path}: a {family} checkpoint holds no discriminator")
+    table = _module_table(family)
     groups: dict[str, dict[str, torch.Tensor]] = {}
     weights = read_weights(path, "checkpoint")
     for key, value in weights.tensors.items():
@@ -152,10 +240,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         if prefix == "D" and not with_discriminator:
             continue
         groups.setdefault(prefix, {})[rest] = value
-    unknown = set(groups) - set(MODULES) - {"D"}
+    unknown = set(groups) - set(table) - {"D"}
     if unknown:
         raise CheckpointError(f"{path}: unexpected module prefixes {few(p + '.' for p in unknown)}")
-    model = FaceVid2Vid(cfg)
     disc = MultiScaleDiscriminator(cfg) if with_discriminator else None
     if with_discriminator and "D" not in groups:
         raise CheckpointError(f"{path}: holds no discriminator weights (D.*)")
@@ -166,18 +253,21 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     return model
 
 
-def model_fingerprint(model: FaceVid2Vid) -> bytes:
+def model_fingerprint(model: nn.Module) -> bytes:
     """16 bytes identifying a model: sha256 of its canonical config JSON and weights.
 
     Floating tensors are hashed as float16 (rounded first), so a model, its float32
     checkpoint and its ``half=True`` checkpoint reloaded all give the same fingerprint.
     Covers F, L, H/Delta, M, G state dicts (parameters, BatchNorm statistics, spectral-norm
     vectors) in sorted key order; BatchNorm ``num_batches_tracked`` counters are skipped as
-    they do not affect the output. The discriminator is not part of it.
+    they do not affect the output. The discriminator is not part of it. Other families (LivePortrait:
+    F, M, W, G, S) also hash their family's name, so two families never share a fingerprint.
     """
     model = _unwrap(model)
     h = hashlib.sha256()
     h.update(b"facevid2vid-fingerprint-v1\0")
+    if model_family(model) != FACEVID2VID:
+        h.update(f"family:{model_family(model)}\0".encode())
     h.update(canonical_config_json(model.cfg).encode())
     for prefix, module in _named_modules(model).items():
         state = module.state_dict()
@@ -199,9 +289,22 @@ def default_checkpoint() -> Path | None:
     return path if path.is_file() else None
 
 
+def _preset_config(name: str):
+    """A face-vid2vid preset, or a LivePortrait architecture ("liveportrait", "liveportrait-tiny")."""
+    from .families.liveportrait import liveportrait_config, tiny_liveportrait_config
+
+    family_presets = {"liveportrait": liveportrait_config, "liveportrait-tiny": tiny_liveportrait_config}
+    if name in family_presets:
+        return family_presets[name]()
+    try:
+        return model_preset(name)
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}, {', '.join(family_presets)}") from None
+
+
 def resolve_model(checkpoint: str | os.PathLike | None, preset: str | None = None,
-                  device: str | torch.device = "cpu") -> FaceVid2Vid:
-    """The model a command should use.
+                  device: str | torch.device = "cpu") -> nn.Module:
+    """The model a command should use (a FaceVid2Vid, or a LivePortrait for such a checkpoint).
 
     A named checkpoint is loaded (CheckpointError if missing). Otherwise the bundled
     checkpoint is used when present and its preset matches ``preset`` (or none was asked
@@ -214,13 +317,10 @@ def resolve_model(checkpoint: str | os.PathLike | None, preset: str | None = Non
     if bundled is not None and (preset is None or read_checkpoint_config(bundled).name == preset):
         return load_checkpoint(bundled, device=device)
     name = preset or DEFAULT_PRESET
-    try:
-        cfg = model_preset(name)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    cfg = _preset_config(name)
     log.warning("facevid2vid: no checkpoint given%s; using preset %r with RANDOM weights "
                 "(outputs are not meaningful)", "" if bundled is None else " for this preset", name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        model = FaceVid2Vid(cfg)
+        model = build_model(cfg)
     return model.to(device).eval()

@@ -42,8 +42,13 @@ class Animator:
     def image_size(self) -> int:
         return self.model.cfg.image_size
 
+    @property
+    def output_size(self) -> int:
+        """Side of rendered frames (LivePortrait renders 512 from 256 input)."""
+        return getattr(self.model.cfg, "output_size", self.image_size)
+
     def empty(self) -> torch.Tensor:
-        return torch.empty(0, 3, self.image_size, self.image_size)
+        return torch.empty(0, 3, self.output_size, self.output_size)
 
     def _check_images(self, images: torch.Tensor, what: str) -> torch.Tensor:
         if images.dim() == 3:
@@ -102,6 +107,12 @@ class Animator:
             outputs.append(self.model.render(source, source.motion, view.index(s)).cpu())
         return torch.cat(outputs) if outputs else self.empty()
 
+    def relative(self, motion: HeadMotion, reference: HeadMotion, source: HeadMotion) -> HeadMotion:
+        """Relative motion as the model's family defines it (``model.relative_motion``), else face-vid2vid's."""
+        rule = getattr(self.model, "relative_motion", None)
+        return rule(motion, reference, source) if rule is not None else self.relative_motion(motion, reference,
+                                                                                                source)
+
     @staticmethod
     def relative_motion(motion: HeadMotion, reference: HeadMotion, source: HeadMotion) -> HeadMotion:
         """Motion relative to a reference driving frame, applied to the source's pose and expression.
@@ -138,7 +149,7 @@ class Animator:
                 motion = smoother(motion)
             if mode == "relative":
                 reference = reference if reference is not None else motion.index(slice(0, 1))
-                motion = self.relative_motion(motion, reference, source.motion)
+                motion = self.relative(motion, reference, source.motion)
             yield self.render(source, motion, view)
 
     def animate(self, source: SourceEncoding, frames: torch.Tensor, mode: str = "relative",
@@ -149,8 +160,9 @@ class Animator:
 
 
 def _to(motion: HeadMotion, device: torch.device) -> HeadMotion:
+    scale = None if motion.scale is None else motion.scale.to(device)
     return HeadMotion(*(t.to(device) for t in (motion.yaw, motion.pitch, motion.roll, motion.translation,
-                                                motion.delta)))
+                                                motion.delta)), scale=scale)
 
 
 def _cat_sources(parts: list[SourceEncoding]) -> SourceEncoding:

@@ -112,15 +112,20 @@ class OneEuroFilter:
 
 
 def _pack(motion: HeadMotion) -> torch.Tensor:
-    """(T, 6 + 3K): yaw, pitch, roll in radians, translation, expression deltas (row-major)."""
+    """(T, 6 + 3K [+ 1]): yaw, pitch, roll in radians, translation, expression deltas (row-major), scale."""
     angles = torch.stack([motion.yaw, motion.pitch, motion.roll], dim=1).float().deg2rad()
-    return torch.cat([angles, motion.translation.float(), motion.delta.float().flatten(1)], dim=1)
+    parts = [angles, motion.translation.float(), motion.delta.float().flatten(1)]
+    if motion.scale is not None:
+        parts.append(motion.scale.float()[:, None])
+    return torch.cat(parts, dim=1)
 
 
 def _unpack(packed: torch.Tensor, like: HeadMotion) -> HeadMotion:
     angles = packed[:, :3].rad2deg().to(like.yaw.dtype)
+    k3 = like.delta[0].numel()
+    scale = None if like.scale is None else packed[:, 6 + k3].to(like.scale.dtype)
     return HeadMotion(angles[:, 0], angles[:, 1], angles[:, 2], packed[:, 3:6].to(like.translation.dtype),
-                      packed[:, 6:].reshape(like.delta.shape).to(like.delta.dtype))
+                      packed[:, 6:6 + k3].reshape(like.delta.shape).to(like.delta.dtype), scale=scale)
 
 
 class MotionSmoother:
@@ -142,7 +147,8 @@ class MotionSmoother:
 
     def __call__(self, motion: HeadMotion) -> HeadMotion:
         if motion.yaw.shape[0] == 0:
-            return HeadMotion(motion.yaw, motion.pitch, motion.roll, motion.translation, motion.delta)
+            return HeadMotion(motion.yaw, motion.pitch, motion.roll, motion.translation, motion.delta,
+                              scale=motion.scale)
         return _unpack(self.filter(_pack(motion)), motion)
 
 

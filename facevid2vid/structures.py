@@ -27,6 +27,9 @@ class HeadMotion:
     yaw_logits: torch.Tensor | None = None
     pitch_logits: torch.Tensor | None = None
     roll_logits: torch.Tensor | None = None
+    # (B,) keypoint scale s of families that regress one (LivePortrait: x = s (R x_c + delta) + t);
+    # None for face-vid2vid
+    scale: torch.Tensor | None = None
 
     def index(self, idx) -> "HeadMotion":
         def pick(t):
@@ -34,7 +37,7 @@ class HeadMotion:
 
         return HeadMotion(
             pick(self.yaw), pick(self.pitch), pick(self.roll), pick(self.translation), pick(self.delta),
-            pick(self.yaw_logits), pick(self.pitch_logits), pick(self.roll_logits),
+            pick(self.yaw_logits), pick(self.pitch_logits), pick(self.roll_logits), pick(self.scale),
         )
 
     def detach(self) -> "HeadMotion":
@@ -42,7 +45,7 @@ class HeadMotion:
             return None if t is None else t.detach()
 
         return HeadMotion(d(self.yaw), d(self.pitch), d(self.roll), d(self.translation), d(self.delta),
-                          d(self.yaw_logits), d(self.pitch_logits), d(self.roll_logits))
+                          d(self.yaw_logits), d(self.pitch_logits), d(self.roll_logits), d(self.scale))
 
     @staticmethod
     def cat(items: list["HeadMotion"]) -> "HeadMotion":
@@ -51,7 +54,7 @@ class HeadMotion:
             return None if any(v is None for v in vals) else torch.cat(vals)
 
         return HeadMotion(*(c(n) for n in ("yaw", "pitch", "roll", "translation", "delta",
-                                             "yaw_logits", "pitch_logits", "roll_logits")))
+                                             "yaw_logits", "pitch_logits", "roll_logits", "scale")))
 
 
 @dataclass

@@ -49,9 +49,10 @@ class TestHeader:
     def test_out_of_range_fields_with_valid_crc(self):
         def forge(**kw):
             h = make_header()
-            body = struct.pack("<4sBB16sHHIIBBB7fHH", bs.MAGIC, bs.VERSION, 0, h.model_hash,
+            body = struct.pack("<4sBB16sHHIIBBB7fHHBf", bs.MAGIC, bs.VERSION, 0, h.model_hash,
                                kw.get("width", 64), 64, kw.get("fps_num", 25), 1, kw.get("kp", K), 50, 0,
-                               *kw.get("steps", h.steps), kw.get("output_width", 64), 64)
+                               *kw.get("steps", h.steps), kw.get("output_width", 64), 64, kw.get("family", 0),
+                               kw.get("scale_step", 0.0))
             return body + struct.pack("<I", zlib.crc32(body))
 
         with pytest.raises(BitstreamError, match="width"):
@@ -66,6 +67,21 @@ class TestHeader:
             bs.parse_header(forge(steps=(1e-5,) + (0.1,) * 6))
         with pytest.raises(BitstreamError, match="output_width at byte 65"):
             bs.parse_header(forge(output_width=5000))
+        with pytest.raises(BitstreamError, match="family at byte 69: unknown model family 7"):
+            bs.parse_header(forge(family=7))
+        with pytest.raises(BitstreamError, match="scale_step at byte 70: must be 0 for family facevid2vid"):
+            bs.parse_header(forge(scale_step=0.01))
+        with pytest.raises(BitstreamError, match="scale_step at byte 70"):
+            bs.parse_header(forge(family=bs.FAMILY_LIVEPORTRAIT))  # LivePortrait needs a scale step
+        with pytest.raises(BitstreamError, match="too fine"):
+            bs.parse_header(forge(family=bs.FAMILY_LIVEPORTRAIT, scale_step=1e-5))
+
+    def test_family_and_scale_step_round_trip(self):
+        header = make_header(family=bs.FAMILY_LIVEPORTRAIT, scale_step=float(np.float32(0.004)))
+        data = header.to_bytes()
+        assert len(data) == bs.HEADER_SIZE == 78 and data[69] == bs.FAMILY_LIVEPORTRAIT
+        back = bs.parse_header(data)
+        assert back == header and back.has_scale and not make_header().has_scale
 
     def test_output_size_round_trips_and_version_1_is_read(self):
         header = make_header(output_width=200, output_height=200)
@@ -74,6 +90,7 @@ class TestHeader:
         body = struct.pack("<4sBB16sHHIIBBB7f", bs.MAGIC, 1, 0, h.model_hash, 64, 64, 25, 1, K, 50, 0, *h.steps)
         old = bs.parse_header(body + struct.pack("<I", zlib.crc32(body)))  # a version-1 stream: no output size
         assert old.output_size == (64, 64) and old.steps == h.steps
+        assert old.family == bs.FAMILY_FACEVID2VID and old.scale_step == 0.0
         assert bs.read_header(io.BytesIO(body + struct.pack("<I", zlib.crc32(body)) + b"rest")) == old
 
 
@@ -161,6 +178,29 @@ class TestQuantizer:
         back = array_to_motion(motion_to_array(m), K)
         for name in ("yaw", "pitch", "roll", "translation", "delta"):
             assert torch.equal(getattr(back, name), getattr(m, name))
+        assert back.scale is None
+
+    def test_scale_is_the_last_parameter(self):
+        import torch
+
+        from facevid2vid.structures import HeadMotion
+
+        m = HeadMotion(torch.randn(2), torch.randn(2), torch.randn(2), torch.randn(2, 3), torch.randn(2, K, 3),
+                       scale=torch.rand(2) + 0.5)
+        values = motion_to_array(m)
+        assert values.shape == (2, 7 + 3 * K) and np.array_equal(values[:, -1], m.scale.numpy())
+        back = array_to_motion(values, K, scale=True)
+        assert torch.equal(back.scale, m.scale) and torch.equal(back.delta, m.delta)
+        steps = steps_for_quality(50, with_scale=True)
+        assert steps.scale == pytest.approx(0.004) and steps_for_quality(75, with_scale=True).scale == \
+            pytest.approx(0.002)
+        q = Quantizer(steps, K)
+        assert q.num_parameters == 7 + 3 * K and q.step_vector[-1] == np.float32(0.004)
+        err = np.abs(q.dequantize(q.quantize(values[0])) - values[0])
+        assert np.all(err <= 0.5 * q.step_vector + 1e-7)
+        coder = MotionEntropyCoder(q.limits)
+        frames = np.stack([q.quantize(v) for v in values])
+        assert np.array_equal(MotionEntropyCoder(q.limits).decode(coder.encode(frames), 2), frames)
 
 
 def random_walk(n, limits, rng, jump_every=0):

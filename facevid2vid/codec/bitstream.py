@@ -13,11 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from facevid2vid.codec.quantize import ANGLE_LIMIT, EXPRESSION_LIMIT, MAX_INDEX, TRANSLATION_LIMIT
+from facevid2vid.codec.quantize import ANGLE_LIMIT, EXPRESSION_LIMIT, MAX_INDEX, SCALE_LIMIT, TRANSLATION_LIMIT
 from facevid2vid.errors import BitstreamError
 
 MAGIC = b"FV2V"
-VERSION = 2  # 2 added the output frame size; version 1 streams are still read
+VERSION = 2  # 2 added the output frame size, the model family and its scale step; version 1 is still read
+
+# model families (a fixed table: never renumber); the family fixes the motion's parameters
+FAMILY_FACEVID2VID = 0  # 6 + 3K: angles, translation, expression
+FAMILY_LIVEPORTRAIT = 1  # 7 + 3K: ... and the keypoint scale
+FAMILY_NAMES = {FAMILY_FACEVID2VID: "facevid2vid", FAMILY_LIVEPORTRAIT: "liveportrait"}
+FAMILY_IDS = {name: fid for fid, name in FAMILY_NAMES.items()}
+SCALED_FAMILIES = (FAMILY_LIVEPORTRAIT,)
 
 # packet types (a fixed table: never renumber)
 PACKET_KEY = 0x01  # intra-coded key frame plus the quantized motion of that frame
@@ -40,7 +47,7 @@ MAX_KEYPOINTS = 64
 NUM_STEPS = 7  # yaw, pitch, roll, tx, ty, tz, expression
 
 _HEADER_V1 = struct.Struct("<4sBB16sHHIIBBB7f")  # all fields before the CRC
-_HEADER = struct.Struct("<4sBB16sHHIIBBB7fHH")  # version 2: + output width, height
+_HEADER = struct.Struct("<4sBB16sHHIIBBB7fHHBf")  # version 2: + output width, height, family, scale step
 HEADER_SIZE = _HEADER.size + 4
 HEADER_SIZE_V1 = _HEADER_V1.size + 4
 _CRC = struct.Struct("<I")
@@ -67,6 +74,8 @@ class StreamHeader:
     flags: int = 0
     output_width: int = 0  # size of the encoded input's face crops (what decode writes); 0: width
     output_height: int = 0  # 0: height
+    family: int = FAMILY_FACEVID2VID  # FAMILY_NAMES: which model family, so which motion parameters
+    scale_step: float = 0.0  # float32 quantizer step of the keypoint scale; 0 for families without one
 
     def __post_init__(self):
         object.__setattr__(self, "output_width", self.output_width or self.width)
@@ -81,11 +90,16 @@ class StreamHeader:
     def fps(self) -> float:
         return self.fps_num / self.fps_den
 
+    @property
+    def has_scale(self) -> bool:
+        """Whether each frame's motion ends with a keypoint scale (P = 7 + 3K)."""
+        return self.family in SCALED_FAMILIES
+
     def to_bytes(self) -> bytes:
         self.validate()
         body = _HEADER.pack(MAGIC, VERSION, self.flags, self.model_hash, self.width, self.height,
                             self.fps_num, self.fps_den, self.num_keypoints, self.quality,
-                            self.expression_mode, *self.steps, *self.output_size)
+                            self.expression_mode, *self.steps, *self.output_size, self.family, self.scale_step)
         return body + _CRC.pack(zlib.crc32(body))
 
     def validate(self) -> None:
@@ -112,6 +126,7 @@ class StreamHeader:
             bad("quality", 35, f"{self.quality} is outside 1..100")
         if self.expression_mode != 0:
             bad("expression_mode", 36, f"unknown mode {self.expression_mode}")
+        self._validate_family(bad)
         if len(self.steps) != NUM_STEPS:
             bad("steps", 37, f"need {NUM_STEPS} step sizes, got {len(self.steps)}")
         for i, step in enumerate(self.steps):
@@ -121,6 +136,18 @@ class StreamHeader:
             limit = ANGLE_LIMIT if i < 3 else TRANSLATION_LIMIT if i < 6 else EXPRESSION_LIMIT
             if math.ceil(limit / step) > MAX_INDEX:
                 bad("steps", 37 + 4 * i, f"step {i} = {step!r} is too fine (more than {MAX_INDEX} levels)")
+
+
+    def _validate_family(self, bad) -> None:
+        if self.family not in FAMILY_NAMES:
+            bad("family", 69, f"unknown model family {self.family}")
+        if not self.has_scale:
+            if self.scale_step != 0:
+                bad("scale_step", 70, f"must be 0 for family {FAMILY_NAMES[self.family]}, got {self.scale_step!r}")
+        elif not (1e-6 <= self.scale_step <= 100.0):
+            bad("scale_step", 70, f"{self.scale_step!r} is outside 1e-6..100")
+        elif math.ceil(SCALE_LIMIT / self.scale_step) > MAX_INDEX:
+            bad("scale_step", 70, f"{self.scale_step!r} is too fine (more than {MAX_INDEX} levels)")
 
 
 def header_size(version: int) -> int:
@@ -147,9 +174,10 @@ def parse_header(data: bytes) -> StreamHeader:
     fields = layout.unpack(body)
     (_, _, flags, model_hash, width, height, fps_num, fps_den, keypoints, quality, expression_mode) = fields[:11]
     steps = fields[11:11 + NUM_STEPS]
-    out_w, out_h = fields[11 + NUM_STEPS:] or (width, height)
+    out_w, out_h, family, scale_step = fields[11 + NUM_STEPS:] or (width, height, FAMILY_FACEVID2VID, 0.0)
     header = StreamHeader(model_hash, width, height, fps_num, fps_den, keypoints, quality,
-                          tuple(float(s) for s in steps), expression_mode, flags, out_w, out_h)
+                          tuple(float(s) for s in steps), expression_mode, flags, out_w, out_h, family,
+                          float(scale_step))
     header.validate()
     return header
 

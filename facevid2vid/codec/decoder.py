@@ -65,6 +65,11 @@ def check_model(header: bs.StreamHeader, model) -> None:
     if header.model_hash != fingerprint:
         raise BitstreamError(f"the stream was made for another model (hash {header.model_hash.hex()}); "
                              f"this checkpoint's hash is {fingerprint.hex()}: decode with the encoder's checkpoint")
+    from facevid2vid.checkpoint import model_family
+
+    family = model_family(model)
+    if bs.FAMILY_NAMES[header.family] != family:
+        raise BitstreamError(f"the stream is for a {bs.FAMILY_NAMES[header.family]} model; this one is {family}")
     cfg = model.cfg
     if (header.width, header.height) != (cfg.image_size, cfg.image_size) or header.num_keypoints != cfg.num_keypoints:
         raise BitstreamError(f"stream is {header.width}x{header.height} with {header.num_keypoints} keypoints; "
@@ -82,7 +87,7 @@ class MotionStreamDecoder:
     def __init__(self, header: bs.StreamHeader, strict: bool = True):
         self.header = header
         self.strict = strict
-        self.quantizer = Quantizer(QuantizerSteps.from_tuple(header.steps), header.num_keypoints)
+        self.quantizer = Quantizer(QuantizerSteps.from_tuple(header.steps, header.scale_step), header.num_keypoints)
         self.coder = MotionEntropyCoder(self.quantizer.limits)
         self.next_frame = 0  # the frame index the next packet should start at
         self.synced = False  # a key frame has been decoded and nothing lost since
@@ -229,27 +234,27 @@ class StreamDecoder:
         """
         from facevid2vid.video_io import to_tensor, to_uint8
 
-        out: list[np.ndarray] = []
+        out: list[np.ndarray] = []  # each (size, size, 3)
         pending: list[np.ndarray] = []
 
         def flush():
             if pending:
-                motion = array_to_motion(np.stack(pending), self.header.num_keypoints)
-                out.extend(to_uint8(self.animator.render(self.source, motion)))
+                motion = array_to_motion(np.stack(pending), self.header.num_keypoints, scale=self.header.has_scale)
+                # models may render larger than their input (LivePortrait: 2x); resized as key frames are
+                out.extend(self._resize(to_uint8(self.animator.render(self.source, motion))))
                 pending.clear()
 
         for frame in frames:
             if frame.is_key:
                 flush()
                 self.source = self.animator.encode_source(to_tensor(frame.key_image))
-                out.append(frame.key_image)
+                out.extend(self._resize(frame.key_image[None]))
                 self.key_frames += 1
             else:
                 pending.append(frame.motion)
         flush()
         self.frames_out += len(out)
-        return self._resize(np.stack(out) if out else np.zeros((0, self.header.height, self.header.width, 3),
-                                                                 dtype=np.uint8))
+        return np.stack(out) if out else np.zeros((0, self.size, self.size, 3), dtype=np.uint8)
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         from facevid2vid.video_io import resize_square

@@ -145,6 +145,16 @@ def fps_fraction(fps: float | Fraction) -> Fraction:
     return rate
 
 
+def _stream_steps(settings: EncoderSettings, with_scale: bool) -> QuantizerSteps:
+    """The quantizer steps of a stream: explicit ones or those of the quality; a scale step iff the model has one."""
+    steps = settings.steps or steps_for_quality(settings.quality, with_scale=with_scale)
+    if with_scale and steps.scale is None:
+        steps = QuantizerSteps(*steps.as_tuple(), scale=steps_for_quality(settings.quality, with_scale=True).scale)
+    if not with_scale and steps.scale is not None:
+        steps = QuantizerSteps(*steps.as_tuple())
+    return steps
+
+
 class Encoder:
     """Streaming sender: call :meth:`encode` with batches of face crops, then :meth:`finish`.
 
@@ -163,7 +173,7 @@ class Encoder:
 
     def __init__(self, animator, fps: float | Fraction, settings: EncoderSettings | None = None,
                  frame_size: int | None = None):
-        from facevid2vid.checkpoint import model_fingerprint
+        from facevid2vid.checkpoint import model_family, model_fingerprint
 
         self.settings = settings or EncoderSettings()
         self.settings.validate()
@@ -173,15 +183,18 @@ class Encoder:
         self.frame_size = int(frame_size or self.size)
         self.num_keypoints = cfg.num_keypoints
         rate = fps_fraction(fps)
-        steps = self.settings.steps or steps_for_quality(self.settings.quality)
+        family = bs.FAMILY_IDS[model_family(animator.model)]
+        self.has_scale = family in bs.SCALED_FAMILIES
+        steps = _stream_steps(self.settings, self.has_scale)
         self.header = bs.StreamHeader(model_fingerprint(animator.model), self.size, self.size, rate.numerator,
                                       rate.denominator, self.num_keypoints, self.settings.quality, steps.as_tuple(),
-                                      output_width=self.frame_size, output_height=self.frame_size)
+                                      output_width=self.frame_size, output_height=self.frame_size, family=family,
+                                      scale_step=steps.scale_step or 0.0)
         self.header.validate()
         self.source = None  # SourceEncoding of the last key frame, as the receiver derives it
         # quantise with exactly the (float32) steps the receiver reads from the header
-        self.quantizer = Quantizer(QuantizerSteps.from_tuple(self.header.steps), self.num_keypoints,
-                                   self.settings.hysteresis)
+        self.quantizer = Quantizer(QuantizerSteps.from_tuple(self.header.steps, self.header.scale_step),
+                                   self.num_keypoints, self.settings.hysteresis)
         self.coder = MotionEntropyCoder(self.quantizer.limits)
         # causal: each frame's motion is smoothed with the frames before it, across encode() calls
         self.smoother = motion_smoother(self.settings.smoothing, float(rate))
@@ -265,8 +278,7 @@ class Encoder:
             raise InputError(f"key frame of {len(payload)} bytes exceeds the format's limit: lower --quality")
         packet = bs.encode_packet(bs.PACKET_KEY, self.frame_index, payload)
         # how well the model reproduces the key frame itself: the reference for drift
-        synth = self.animator.render(self.source, array_to_motion(self.quantizer.dequantize(base)[None],
-                                                                  self.num_keypoints))
+        synth = self._render(self.quantizer.dequantize(base)[None])
         self.baseline_psnr = float(psnr(to_tensor(frame), synth)[0])
         self.previous = base
         self.last_key = self.frame_index
@@ -348,9 +360,20 @@ class Encoder:
             previous = self.quantizer.quantize(values[j], previous)
             run.append(previous)
         indices = np.stack(run)
-        motion = array_to_motion(self.quantizer.dequantize(indices), self.num_keypoints)
-        synth = self.animator.render(self.source, motion)  # (n, 3, S, S)
+        synth = self._render(self.quantizer.dequantize(indices))  # (n, 3, S, S)
         return indices, synth, psnr(to_tensor(frames[start:start + len(run)]), synth)
+
+    def _render(self, values: np.ndarray) -> torch.Tensor:
+        """The receiver's synthesis (n, 3, S, S) of motion values (n, P), at the model's input size S.
+
+        Models that render larger (LivePortrait: 2S) are area-averaged down to S, so the drift
+        PSNR compares like with like; the receiver itself shows the full-size render, resized.
+        """
+        motion = array_to_motion(values, self.num_keypoints, scale=self.has_scale)
+        synth = self.animator.render(self.source, motion)
+        if synth.shape[-1] != self.size:
+            synth = torch.nn.functional.interpolate(synth, size=(self.size, self.size), mode="area")
+        return synth
 
     def _accept(self, indices: np.ndarray, synth: torch.Tensor, quality: torch.Tensor,
                 values: np.ndarray) -> list[bytes]:
@@ -367,7 +390,7 @@ class Encoder:
         self.previous = indices[-1]
         self.stats.synthesis_psnr += quality.tolist()
         if self.settings.measure_quantization:
-            exact = self.animator.render(self.source, array_to_motion(values, self.num_keypoints))
+            exact = self._render(values)
             self.stats.quantization_psnr += psnr(exact, synth).tolist()
         if self.settings.keep_reconstruction:
             self.reconstruction.extend(to_uint8(synth))

@@ -60,10 +60,10 @@ def _prior_counts() -> np.ndarray:
 _PRIOR = _prior_counts()
 
 
-def parameter_groups(num_keypoints: int) -> np.ndarray:
-    """Group id of each of the 6 + 3K parameters, int64."""
-    return np.array([GROUP_ANGLES] * 3 + [GROUP_TRANSLATION] * 3 + [GROUP_EXPRESSION] * (3 * num_keypoints),
-                    dtype=np.int64)
+def parameter_groups(num_keypoints: int, scale: bool = False) -> np.ndarray:
+    """Group id of each of the 6 + 3K parameters (7 + 3K with a keypoint scale, coded with the translation)."""
+    return np.array([GROUP_ANGLES] * 3 + [GROUP_TRANSLATION] * 3 + [GROUP_EXPRESSION] * (3 * num_keypoints)
+                    + [GROUP_TRANSLATION] * scale, dtype=np.int64)
 
 
 @dataclass
@@ -83,7 +83,8 @@ class MotionEntropyCoder:
 
     def __init__(self, max_indices: np.ndarray):
         self.max_indices = np.asarray(max_indices, dtype=np.int64)  # (P,)
-        self.groups = parameter_groups((len(self.max_indices) - 6) // 3)
+        extra = (len(self.max_indices) - 6) % 3  # 1: the motion ends with a keypoint scale
+        self.groups = parameter_groups((len(self.max_indices) - 6) // 3, scale=extra == 1)
         self.state = self._fresh(np.zeros_like(self.max_indices))
 
     @property

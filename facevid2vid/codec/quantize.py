@@ -1,7 +1,8 @@
 """Quantisation of head motion to integer indices, and back.
 
 A frame's motion is one vector of P = 6 + 3K numbers: yaw, pitch, roll (degrees),
-translation (3) and the expression deltas (K x 3, row-major). Each number has its own
+translation (3) and the expression deltas (K x 3, row-major); families whose motion has a
+keypoint scale (LivePortrait) append it: P = 7 + 3K. Each number has its own
 step; the index is ``round(value / step)``. Everything after quantisation (prediction,
 entropy coding, dequantisation) works on these integers, so encoder and decoder agree
 bit for bit whatever the float maths of the machine: dequantisation is one float32
@@ -21,6 +22,7 @@ from facevid2vid.structures import HeadMotion
 ANGLE_LIMIT = 180.0
 TRANSLATION_LIMIT = 4.0
 EXPRESSION_LIMIT = 4.0
+SCALE_LIMIT = 16.0
 MAX_INDEX = 1 << 20  # no index may exceed this magnitude (bounds the escape alphabet)
 
 DEFAULT_QUALITY = 50
@@ -37,20 +39,28 @@ class QuantizerSteps:
     ty: float
     tz: float
     expression: float
+    scale: float | None = None  # keypoint scale (LivePortrait); None: the motion has none
 
     def as_tuple(self) -> tuple[float, ...]:
+        """The seven steps of every family (the scale step is apart: :attr:`scale_step`)."""
         # float32 round trip: the header stores float32, so both sides use these exact values
         return tuple(float(np.float32(v)) for v in (self.yaw, self.pitch, self.roll,
                                                      self.tx, self.ty, self.tz, self.expression))
 
+    @property
+    def scale_step(self) -> float | None:
+        return None if self.scale is None else float(np.float32(self.scale))
+
     @classmethod
-    def from_tuple(cls, values) -> "QuantizerSteps":
-        return cls(*(float(np.float32(v)) for v in values))
+    def from_tuple(cls, values, scale: float | None = None) -> "QuantizerSteps":
+        """From the seven header steps, plus the scale step (None or 0: no scale)."""
+        return cls(*(float(np.float32(v)) for v in values), scale=float(np.float32(scale)) if scale else None)
 
     def vector(self, num_keypoints: int) -> np.ndarray:
-        """Per-parameter steps, float32 (6 + 3K,)."""
+        """Per-parameter steps, float32 (6 + 3K,), or (7 + 3K,) with a scale step."""
         t = self.as_tuple()
-        return np.array(list(t[:6]) + [t[6]] * (3 * num_keypoints), dtype=np.float32)
+        tail = [] if self.scale is None else [self.scale_step]
+        return np.array(list(t[:6]) + [t[6]] * (3 * num_keypoints) + tail, dtype=np.float32)
 
 
 # Steps at the default quality, chosen with benchmarks/tune_steps.py on training frames
@@ -60,25 +70,33 @@ class QuantizerSteps:
 # bits per frame at 51 dB mean (43 dB 5th percentile) PSNR of the quantised synthesis
 # against the unquantised one.
 BASE_STEPS = QuantizerSteps(yaw=0.5, pitch=0.5, roll=0.4, tx=0.003, ty=0.003, tz=0.003, expression=0.018)
+# The keypoint scale s multiplies every keypoint (|x| up to ~1), so a step of 0.004 moves them by
+# about a translation step. Not tuned on real LivePortrait motion (no weights here to tune with).
+BASE_SCALE_STEP = 0.004
 
 
-def steps_for_quality(quality: int = DEFAULT_QUALITY, base: QuantizerSteps = BASE_STEPS) -> QuantizerSteps:
-    """Steps for ``quality`` in 1..100: each 25 points above the default halve every step."""
+def steps_for_quality(quality: int = DEFAULT_QUALITY, base: QuantizerSteps = BASE_STEPS,
+                      with_scale: bool = False) -> QuantizerSteps:
+    """Steps for ``quality`` in 1..100: each 25 points above the default halve every step.
+
+    ``with_scale`` adds a scale step (:data:`BASE_SCALE_STEP` unless ``base`` has one).
+    """
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    scale = 2.0 ** ((DEFAULT_QUALITY - int(quality)) / 25.0)
-    return QuantizerSteps(*(v * scale for v in base.as_tuple()))
+    factor = 2.0 ** ((DEFAULT_QUALITY - int(quality)) / 25.0)
+    scale = base.scale if base.scale is not None else BASE_SCALE_STEP if with_scale else None
+    return QuantizerSteps(*(v * factor for v in base.as_tuple()), scale=None if scale is None else scale * factor)
 
 
-def value_limits(num_keypoints: int) -> np.ndarray:
-    """Largest magnitude of each parameter, float32 (6 + 3K,)."""
-    return np.array([ANGLE_LIMIT] * 3 + [TRANSLATION_LIMIT] * 3 + [EXPRESSION_LIMIT] * (3 * num_keypoints),
-                    dtype=np.float32)
+def value_limits(num_keypoints: int, scale: bool = False) -> np.ndarray:
+    """Largest magnitude of each parameter, float32 (6 + 3K,), or (7 + 3K,) with the scale."""
+    return np.array([ANGLE_LIMIT] * 3 + [TRANSLATION_LIMIT] * 3 + [EXPRESSION_LIMIT] * (3 * num_keypoints)
+                    + [SCALE_LIMIT] * scale, dtype=np.float32)
 
 
 def max_indices(steps: QuantizerSteps, num_keypoints: int) -> np.ndarray:
-    """Largest index magnitude of each parameter, int64 (6 + 3K,)."""
-    limits = value_limits(num_keypoints).astype(np.float64)
+    """Largest index magnitude of each parameter, int64 (6 + 3K,), or (7 + 3K,) with a scale step."""
+    limits = value_limits(num_keypoints, steps.scale is not None).astype(np.float64)
     out = np.array([math.ceil(l / s) for l, s in zip(limits, steps.vector(num_keypoints).astype(np.float64))],
                    dtype=np.int64)
     if out.max() > MAX_INDEX:
@@ -86,25 +104,29 @@ def max_indices(steps: QuantizerSteps, num_keypoints: int) -> np.ndarray:
     return out
 
 
-def num_parameters(num_keypoints: int) -> int:
-    return 6 + 3 * num_keypoints
+def num_parameters(num_keypoints: int, scale: bool = False) -> int:
+    return 6 + 3 * num_keypoints + int(scale)
 
 
 def motion_to_array(motion: HeadMotion) -> np.ndarray:
-    """HeadMotion of N frames -> float32 (N, 6 + 3K): yaw, pitch, roll, t, delta (row-major)."""
+    """HeadMotion of N frames -> float32 (N, 6 + 3K): yaw, pitch, roll, t, delta (row-major), then the
+    scale when the motion has one (N, 7 + 3K)."""
     n = motion.yaw.shape[0]
     parts = [motion.yaw.reshape(n, 1), motion.pitch.reshape(n, 1), motion.roll.reshape(n, 1),
              motion.translation.reshape(n, 3), motion.delta.reshape(n, -1)]  # delta (N, K, 3) -> (N, 3K)
+    if motion.scale is not None:
+        parts.append(motion.scale.reshape(n, 1))
     return torch.cat([p.detach().float().cpu() for p in parts], dim=1).numpy()
 
 
-def array_to_motion(values: np.ndarray, num_keypoints: int, device: str | torch.device = "cpu") -> HeadMotion:
-    """float32 (N, 6 + 3K) -> HeadMotion (inverse of :func:`motion_to_array`)."""
-    values = np.asarray(values, dtype=np.float32).reshape(-1, num_parameters(num_keypoints))
+def array_to_motion(values: np.ndarray, num_keypoints: int, device: str | torch.device = "cpu",
+                    scale: bool = False) -> HeadMotion:
+    """float32 (N, 6 + 3K), or (N, 7 + 3K) with ``scale``, -> HeadMotion (inverse of :func:`motion_to_array`)."""
+    values = np.asarray(values, dtype=np.float32).reshape(-1, num_parameters(num_keypoints, scale))
     t = torch.from_numpy(values.copy()).to(device)
-    n = t.shape[0]
+    n, end = t.shape[0], 6 + 3 * num_keypoints
     return HeadMotion(yaw=t[:, 0], pitch=t[:, 1], roll=t[:, 2], translation=t[:, 3:6],
-                      delta=t[:, 6:].reshape(n, num_keypoints, 3))
+                      delta=t[:, 6:end].reshape(n, num_keypoints, 3), scale=t[:, end] if scale else None)
 
 
 class Quantizer:
@@ -121,6 +143,7 @@ class Quantizer:
         self.step_vector = steps.vector(num_keypoints)  # float32 (P,)
         self.limits = max_indices(steps, num_keypoints)  # int64 (P,)
         self.hysteresis = float(hysteresis)
+        self.has_scale = steps.scale is not None
 
     @property
     def num_parameters(self) -> int:

@@ -124,8 +124,9 @@ class Resizer:
 
         from facevid2vid.video_io import to_uint8
 
-        if self.size != self.model_size:
-            images = F.interpolate(images, size=(self.size,) * 2, mode="bicubic", align_corners=False).clamp(0, 1)
+        if images.shape[-1] != self.size:  # a model of another size, or one that renders larger (LivePortrait)
+            images = F.interpolate(images, size=(self.size,) * 2, mode="bicubic", align_corners=False,
+                                   antialias=images.shape[-1] > self.size).clamp(0, 1)
         return to_uint8(images)
 
 

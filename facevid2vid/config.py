@@ -24,13 +24,14 @@ MODEL_INT_BOUNDS = {
     "motion_compressed_channels": (1, 256), "motion_block_expansion": (1, 512), "motion_max_features": (1, 2048),
     "motion_num_blocks": (1, 8), "motion_mask_kernel": (1, 15),
     "num_2d_resblocks": (0, 32), "generator_channels": (1, 2048),
+    "appearance_first_kernel": (1, 15), "kp_heatmap_kernel": (1, 15), "spade_hidden": (1, 1024),
     "disc_block_expansion": (1, 512), "disc_max_features": (1, 2048), "disc_num_blocks": (1, 8),
 }
 # ... and (exclusive, inclusive] ranges of the real-valued ones
 MODEL_FLOAT_BOUNDS = {"kp_scale_factor": (0.0, 1.0), "kp_temperature": (0.0, 10.0), "kp_variance": (0.0, 1.0)}
 MAX_VOLUME_ELEMENTS = 1 << 26  # C x D x H x W of the appearance volume (paper-512: 8.4 million)
 
-# ModelConfig fields added after checkpoints were first written (the bundled v1 model lacks both).
+# ModelConfig fields added after checkpoints were first written (the bundled v1 model lacks them all).
 # A stored config without one gets the value that rebuilds the network it was saved from; every
 # other field must be stored: the dataclass defaults are paper-256's, and silently taking them for
 # another architecture would build the wrong network (ModelConfig.missing_fields).
@@ -40,6 +41,25 @@ BACKWARD_COMPATIBLE_DEFAULTS = {
     # before the field existed, F's widths doubled without a cap: a cap at the widest stage keeps them
     "appearance_max_features": lambda data: max(
         256, data["appearance_block_expansion"] * data.get("volume_downsample", 4)),
+    # the architecture options of converted open face-vid2vid checkpoints: before them, this package's own design
+    **{name: (lambda data, value=value: value) for name, value in {
+        "appearance_first_kernel": 7, "kp_heatmap_kernel": 7, "kp_downsample": "bilinear", "he_trunk": "bottleneck",
+        "angle_convention": "ours", "upsample_3d": "nearest", "downsample_3d": "pool", "motion_final_conv": False,
+        "warp_align_corners": True, "warp_padding": "border", "generator_decoder": "resblocks",
+        "generator_spectral_norm": True, "generator_activation": "relu", "spade_hidden": 128}.items()},
+}
+
+# the choices of the string-valued architecture options (docs/checkpoints.md says which open fv2v needs)
+MODEL_CHOICES = {
+    "flow_mode": ("rotation", "identity"),
+    "kp_downsample": ("bilinear", "gaussian"),
+    "he_trunk": ("bottleneck", "widening"),
+    "angle_convention": ("ours", "open-fv2v", "open-fv2v-beta"),
+    "upsample_3d": ("nearest", "trilinear"),
+    "downsample_3d": ("pool", "stride"),
+    "warp_padding": ("border", "zeros"),
+    "generator_decoder": ("resblocks", "spade"),
+    "generator_activation": ("relu", "leaky_relu"),
 }
 
 
@@ -96,9 +116,26 @@ class ModelConfig:
     flow_mode: str = "rotation"  # "rotation": R_s R_d^-1 per keypoint; "identity": as open code
 
     # G: generator
-    num_2d_resblocks: int = 6
+    num_2d_resblocks: int = 6  # 2D residual blocks (SPADE blocks with generator_decoder "spade")
     generator_channels: int = 256  # width after the 1x1 conv on the reshaped volume
     estimate_occlusion: bool = True
+
+    # Options that build the open face-vid2vid reimplementation's networks from converted checkpoints
+    # (docs/checkpoints.md, presets open-fv2v-256 and open-fv2v-256-beta); the defaults are this package's design.
+    appearance_first_kernel: int = 7  # F's first conv (open fv2v SPADE generator: 3)
+    kp_heatmap_kernel: int = 7  # L's heatmap conv (open fv2v: 3)
+    kp_downsample: str = "bilinear"  # L's input: "bilinear" (antialiased) | "gaussian" (blur + stride, open fv2v)
+    he_trunk: str = "bottleneck"  # H's trunk: "bottleneck" | "widening" (open fv2v: biases, 1x1 widening convs)
+    angle_convention: str = "ours"  # H's bins -> HeadMotion angles: "ours" | "open-fv2v" | "open-fv2v-beta"
+    upsample_3d: str = "nearest"  # 3D up blocks of L and M: "nearest" | "trilinear" (open fv2v beta)
+    downsample_3d: str = "pool"  # M's 3D down blocks: "pool" (conv, 2x2 average) | "stride" (open fv2v beta)
+    motion_final_conv: bool = False  # a 3x3x3 conv + BN + ReLU on M's hourglass output (open fv2v)
+    warp_align_corners: bool = True  # grid_sample align_corners of M's and G's 3D warps (open fv2v: False)
+    warp_padding: str = "border"  # grid_sample padding of those warps: "border" | "zeros" (open fv2v)
+    generator_decoder: str = "resblocks"  # G after the occlusion: "resblocks" (+ up blocks) | "spade"
+    generator_spectral_norm: bool = True  # spectral norm on G's convs (converted checkpoints: folded, False)
+    generator_activation: str = "relu"  # after G's first conv: "relu" | "leaky_relu" (slope 0.01, open fv2v)
+    spade_hidden: int = 128  # hidden width of each SPADE modulation
 
     # D: multi-scale patch discriminator
     disc_scales: tuple[float, ...] = (1.0,)
@@ -131,7 +168,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not _is_number(value) or not (low < value <= high):
                 raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
-        for name in ("estimate_occlusion", "disc_use_kp"):
+        for name in ("estimate_occlusion", "disc_use_kp", "motion_final_conv", "warp_align_corners",
+                     "generator_spectral_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self._validate_structure()
@@ -142,10 +180,14 @@ class ModelConfig:
             raise ValueError(f"image_size must be a multiple of 32 in 32..1024, got {self.image_size}")
         if self.volume_downsample not in (2, 4, 8):
             raise ValueError(f"volume_downsample must be 2, 4 or 8, got {self.volume_downsample}")
-        if self.flow_mode not in ("rotation", "identity"):
-            raise ValueError(f"flow_mode must be 'rotation' or 'identity', got {self.flow_mode!r}")
-        if self.motion_mask_kernel % 2 != 1:
-            raise ValueError(f"motion_mask_kernel must be odd (1..15), got {self.motion_mask_kernel}")
+        for name, choices in MODEL_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+        for name in ("motion_mask_kernel", "appearance_first_kernel", "kp_heatmap_kernel"):
+            if getattr(self, name) % 2 != 1:
+                raise ValueError(f"{name} must be odd (1..15), got {getattr(self, name)}")
+        if self.kp_downsample == "gaussian" and abs(round(1 / self.kp_scale_factor) * self.kp_scale_factor - 1) > 1e-9:
+            raise ValueError(f"kp_downsample 'gaussian' needs kp_scale_factor = 1/n, got {self.kp_scale_factor}")
         if not isinstance(self.he_layers, tuple) or not 1 <= len(self.he_layers) <= 5:
             raise ValueError(f"he_layers must list 1..5 stage depths, got {self.he_layers!r}")
         for count in self.he_layers:
@@ -370,6 +412,43 @@ def _tiny() -> ModelConfig:
     )
 
 
+# The open face-vid2vid reimplementation (github.com/zhanglonghao1992/One-Shot_Free-View_Neural_Talking_Head_Synthesis)
+# at its two published Vox-256 checkpoints. "vox-256.yaml": the code as it is today (2021-11 on; its checkpoint
+# 00000189-checkpoint.pth.tar has the SPADE generator). "vox-256-beta.yaml": the code of 2021-09-18 (commit 0b8e3a8),
+# when the beta checkpoint (original generator) was published: L on the full image, an older rotation order, trilinear
+# 3D upsampling and strided 3D downsampling in M. docs/checkpoints.md lists every difference from our design.
+OPEN_FV2V_CONFIGS = ("vox-256.yaml", "vox-256-beta.yaml")
+OPEN_FV2V_GENERATORS = ("spade", "original")
+
+
+def open_fv2v_config(config: str = "vox-256.yaml", generator: str = "spade") -> ModelConfig:
+    """The architecture of an open face-vid2vid checkpoint: its YAML config's name and its generator."""
+    if config not in OPEN_FV2V_CONFIGS or generator not in OPEN_FV2V_GENERATORS:
+        raise ValueError(f"open face-vid2vid config must be one of {', '.join(OPEN_FV2V_CONFIGS)} and generator one "
+                         f"of {', '.join(OPEN_FV2V_GENERATORS)}, got {config!r} and {generator!r}")
+    beta = config == "vox-256-beta.yaml"
+    name = "open-fv2v-256" + ("-beta" if beta else "")
+    if generator != ("original" if beta else "spade"):
+        name += f"-{generator}"
+    return ModelConfig(
+        name=name, image_size=256, num_keypoints=15,
+        appearance_block_expansion=64, feature_channels=32, feature_depth=16, num_3d_resblocks=6,
+        volume_downsample=4, appearance_max_features=256, appearance_first_kernel=3 if generator == "spade" else 7,
+        kp_scale_factor=1.0 if beta else 0.25, kp_block_expansion=32, kp_max_features=1024, kp_num_blocks=5,
+        kp_depth=16, kp_temperature=0.1, kp_heatmap_kernel=3, kp_downsample="gaussian",
+        he_block_expansion=64, he_num_bins=66, he_layers=(3, 4, 6, 3), he_trunk="widening",
+        angle_convention="open-fv2v-beta" if beta else "open-fv2v",
+        motion_compressed_channels=4, motion_block_expansion=32, motion_max_features=1024, motion_num_blocks=5,
+        kp_variance=0.01, motion_mask_kernel=7, flow_mode="identity", motion_final_conv=True,
+        upsample_3d="trilinear" if beta else "nearest", downsample_3d="stride" if beta else "pool",
+        warp_align_corners=False, warp_padding="zeros",
+        num_2d_resblocks=6, generator_channels=256, estimate_occlusion=True,
+        generator_decoder="spade" if generator == "spade" else "resblocks", generator_spectral_norm=False,
+        generator_activation="leaky_relu", spade_hidden=128,
+        disc_block_expansion=32, disc_max_features=512, disc_num_blocks=4,
+    )
+
+
 PRESETS = {
     "paper-256": _paper_256,
     "paper-512": _paper_512,
@@ -377,6 +456,8 @@ PRESETS = {
     "lite-128": _lite_128,
     "cpu-256": _cpu_256,
     "tiny": _tiny,
+    "open-fv2v-256": lambda: open_fv2v_config("vox-256.yaml", "spade"),
+    "open-fv2v-256-beta": lambda: open_fv2v_config("vox-256-beta.yaml", "original"),
 }
 
 

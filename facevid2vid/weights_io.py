@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -23,7 +24,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from facevid2vid.errors import CheckpointError
+from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.validation import regular_file
 
 CHECKSUM_KEY = "facevid2vid_sha256"  # sha256 of the tensor data (tensor_checksum), hex
@@ -94,6 +95,38 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # what a Git LFS pointer file starts with
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint"):
+    """A third-party PyTorch file read with ``torch.load(weights_only=True)`` only, as its raw object.
+
+    A Git LFS pointer, an empty or missing file, a file that is not a PyTorch file, and a pickle
+    that would import or call anything beyond tensors and plain containers (refused: nothing in
+    it runs) are each a one-line error naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}" if not path.exists() else f"{path} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(len(LFS_POINTER))
+    if head == LFS_POINTER:
+        raise CheckpointError(f"{path} is a Git LFS pointer file, not the {what}: fetch the real file "
+                              f"(git lfs pull, or download it again) and use that")
+    if not head:
+        raise CheckpointError(f"{path} is empty: not a {what}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a file we cannot use
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if type(exc).__name__ == "UnpicklingError" and "weights only" in str(exc).lower():
+            asked = re.search(r"GLOBAL (\S+)|global[: ]+'?([\w.]+)", str(exc))
+            needs = f" ({next(g for g in asked.groups() if g)})" if asked else ""
+            raise CheckpointError(f"{path}: refused: loading it would unpickle more than tensors and plain "
+                                  f"containers{needs}; only weights-only files are read, nothing in it was run") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch {what} ({first})") from None
 
 
 def _read_torch(path: Path):

@@ -128,7 +128,7 @@ class _RunsCode:
 def test_a_pickle_that_would_run_code_is_refused(converted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = _weights_copy(converted, tmp_path, "warping_module.pth", pickle.dumps({"x": _RunsCode()}, protocol=2))
-    with pytest.raises(CheckpointError, match="warping_module.pth: refused: it needs more than plain tensors"):
+    with pytest.raises(CheckpointError, match="warping_module.pth: refused: loading it would unpickle more than tensors"):
         convert_liveportrait(folder, tmp_path / "out.safetensors")
     assert not (tmp_path / "pwned-by-pickle").exists() and not (tmp_path / "out.safetensors").exists()
 

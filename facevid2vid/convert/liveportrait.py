@@ -25,9 +25,8 @@ from facevid2vid.families.liveportrait import MODULES, LivePortraitConfig, livep
 from facevid2vid.families.liveportrait.reference_format import (FILES, SPECTRAL_SUFFIXES, STITCHING_FILE,
                                                                  STITCHING_PARTS, fold_spectral_norm,
                                                                  reference_layout, to_ours)
-from facevid2vid.weights_io import few
+from facevid2vid.weights_io import few, load_torch_file
 
-LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 SUBFOLDERS = ("", "base_models", "retargeting_models", "liveportrait/base_models", "liveportrait/retargeting_models")
 SOURCES_KEY = "liveportrait_sources"  # metadata: {file name: sha256 of the file}
 
@@ -73,19 +72,7 @@ def _flatten(path: Path, data) -> dict[str, torch.Tensor]:
 def read_reference_file(path: str | Path) -> dict[str, torch.Tensor]:
     """One LivePortrait ``.pth`` file as flat ``{reference key: tensor}``, read as weights only."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(len(LFS_POINTER))
-    if head == LFS_POINTER:
-        raise CheckpointError(f"{path} is a Git LFS pointer, not the weights: fetch the real file "
-                              f"(git lfs pull, or download it from LivePortrait's Hugging Face repository)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        first = (str(exc).strip().splitlines() or [""])[0]
-        if type(exc).__name__ == "UnpicklingError":  # the weights-only unpickler met a global it does not allow
-            raise CheckpointError(f"{path}: refused: it needs more than plain tensors to unpickle, and is never "
-                                  f"unpickled ({first})") from None
-        raise CheckpointError(f"{path}: not a readable torch weights file ({type(exc).__name__}: {first})") from None
+    data = load_torch_file(path, "LivePortrait weights file")
     return _flatten(path, data)
 
 

@@ -10,22 +10,44 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..geometry import warp_volume
+
 
 def maybe_sn(module: nn.Module, use: bool) -> nn.Module:
     """Wrap a conv/linear layer in spectral norm when ``use`` (G and D)."""
     return spectral_norm(module) if use else module
 
 
-class SameBlock2d(nn.Module):
-    """Conv -> BatchNorm -> ReLU at constant resolution."""
+def activation(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """"relu", or "leaky_relu" with torch's default slope 0.01 (``nn.LeakyReLU()``)."""
+    return F.leaky_relu(x, 0.01) if kind == "leaky_relu" else F.relu(x)
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, sn: bool = False):
+
+def warp_3d(volume: torch.Tensor, flow: torch.Tensor, align_corners: bool = True,
+            padding: str = "border") -> torch.Tensor:
+    """Trilinear backward warp (B, C, D, H, W) by (B, D, H, W, 3): :func:`geometry.warp_volume` by default.
+
+    ``align_corners=False`` samples as ``grid_sample``'s default does (the open reimplementation), over a
+    flow whose identity was built for ``align_corners=True``: a slight zoom the converted weights expect.
+    """
+    if align_corners:
+        return warp_volume(volume, flow, padding_mode=padding)
+    dtype = torch.promote_types(volume.dtype, flow.dtype)
+    return F.grid_sample(volume.to(dtype), flow.to(dtype), mode="bilinear", padding_mode=padding,
+                         align_corners=False)
+
+
+class SameBlock2d(nn.Module):
+    """Conv -> BatchNorm -> ReLU (or LeakyReLU) at constant resolution."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, sn: bool = False, act: str = "relu"):
         super().__init__()
         self.conv = maybe_sn(nn.Conv2d(cin, cout, kernel, padding=kernel // 2), sn)
         self.norm = nn.BatchNorm2d(cout)
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(x)))
+        return activation(self.norm(self.conv(x)), self.act)
 
 
 class ResBlock2d(nn.Module):
@@ -86,27 +108,36 @@ class UpBlock2d(nn.Module):
 
 
 class DownBlock3d(nn.Module):
-    """Conv 3x3x3 -> BN -> ReLU -> average pooling of height and width by 2."""
+    """Conv 3x3x3 -> BN -> ReLU -> average pooling of height and width by 2.
 
-    def __init__(self, cin: int, cout: int):
+    ``mode="stride"``: the conv itself steps by 2 in height and width, no pooling (same weights' shapes).
+    """
+
+    def __init__(self, cin: int, cout: int, mode: str = "pool"):
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        self.pool = mode == "pool"
+        self.conv = nn.Conv3d(cin, cout, 3, padding=1, stride=1 if self.pool else (1, 2, 2))
         self.norm = nn.BatchNorm3d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), (1, 2, 2))
+        x = F.relu(self.norm(self.conv(x)))
+        return F.avg_pool3d(x, (1, 2, 2)) if self.pool else x
 
 
 class UpBlock3d(nn.Module):
-    """Nearest upsampling of height and width by 2 -> conv 3x3x3 -> BN -> ReLU."""
+    """Upsampling of height and width by 2 (``mode`` "nearest" or "trilinear") -> conv 3x3x3 -> BN -> ReLU."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, mode: str = "nearest"):
         super().__init__()
         self.conv = nn.Conv3d(cin, cout, 3, padding=1)
         self.norm = nn.BatchNorm3d(cout)
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        if self.mode == "nearest":
+            x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=False)
         return F.relu(self.norm(self.conv(x)))
 
 
@@ -119,21 +150,26 @@ class Hourglass3d(nn.Module):
     """U-Net over a 3D volume with skip connections; output has ``out_channels`` channels.
 
     The output concatenates the input, so ``out_channels = block_expansion + in_channels``.
+    ``final_conv`` adds a 3x3x3 conv -> BN -> ReLU on that output (the open reimplementation's decoder);
+    ``upsample`` / ``downsample`` pick the modes of :class:`UpBlock3d` / :class:`DownBlock3d`.
     """
 
-    def __init__(self, in_channels: int, block_expansion: int, num_blocks: int, max_features: int):
+    def __init__(self, in_channels: int, block_expansion: int, num_blocks: int, max_features: int,
+                 final_conv: bool = False, upsample: str = "nearest", downsample: str = "pool"):
         super().__init__()
         self.down = nn.ModuleList(
             DownBlock3d(in_channels if i == 0 else level_width(block_expansion, i, max_features),
-                        level_width(block_expansion, i + 1, max_features))
+                        level_width(block_expansion, i + 1, max_features), downsample)
             for i in range(num_blocks)
         )
         up = []
         for i in reversed(range(num_blocks)):
             cin = (1 if i == num_blocks - 1 else 2) * level_width(block_expansion, i + 1, max_features)
-            up.append(UpBlock3d(cin, level_width(block_expansion, i, max_features)))
+            up.append(UpBlock3d(cin, level_width(block_expansion, i, max_features), upsample))
         self.up = nn.ModuleList(up)
         self.out_channels = block_expansion + in_channels
+        self.final_conv = nn.Conv3d(self.out_channels, self.out_channels, 3, padding=1) if final_conv else None
+        self.final_norm = nn.BatchNorm3d(self.out_channels) if final_conv else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [x]
@@ -142,4 +178,6 @@ class Hourglass3d(nn.Module):
         out = skips.pop()
         for block in self.up:
             out = torch.cat([block(out), skips.pop()], dim=1)
+        if self.final_conv is not None:
+            out = F.relu(self.final_norm(self.final_conv(out)))
         return out

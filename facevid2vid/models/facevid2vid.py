@@ -10,6 +10,7 @@ from ..geometry import rotation_from_angles, transform_keypoints, user_rotation
 from ..structures import ForwardOutput, GeneratorOutput, HeadMotion, SourceEncoding, View
 from .appearance import AppearanceFeatureExtractor
 from .generator import Generator
+from .he_resnet import WideningPoseExpressionEstimator
 from .keypoints import CanonicalKeypointDetector
 from .motion import MotionFieldEstimator
 from .pose_expression import HeadPoseExpressionEstimator
@@ -35,7 +36,8 @@ class FaceVid2Vid(nn.Module):
         self.cfg = cfg
         self.appearance_feature_extractor = AppearanceFeatureExtractor(cfg)
         self.kp_detector = CanonicalKeypointDetector(cfg)
-        self.he_estimator = HeadPoseExpressionEstimator(cfg)
+        self.he_estimator = (WideningPoseExpressionEstimator(cfg) if cfg.he_trunk == "widening"
+                             else HeadPoseExpressionEstimator(cfg))
         self.dense_motion = MotionFieldEstimator(cfg)
         self.generator = Generator(cfg)
 

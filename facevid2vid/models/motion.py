@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..geometry import keypoint_flows, kp2gaussian, warp_volume
+from ..geometry import keypoint_flows, kp2gaussian
 from ..structures import MotionSourceCache
-from .blocks import Hourglass3d
+from .blocks import Hourglass3d, warp_3d
 
 
 @dataclass
@@ -37,8 +37,10 @@ class MotionFieldEstimator(nn.Module):
         self.flow_mode = cfg.flow_mode
         self.variance = cfg.kp_variance
         self.compress = nn.Sequential(nn.Conv3d(c, cc, 1), nn.BatchNorm3d(cc), nn.ReLU(inplace=True))
+        self.warp_options = dict(align_corners=cfg.warp_align_corners, padding=cfg.warp_padding)
         self.hourglass = Hourglass3d((k + 1) * (cc + 1), cfg.motion_block_expansion,
-                                     cfg.motion_num_blocks, cfg.motion_max_features)
+                                     cfg.motion_num_blocks, cfg.motion_max_features, final_conv=cfg.motion_final_conv,
+                                     upsample=cfg.upsample_3d, downsample=cfg.downsample_3d)
         out = self.hourglass.out_channels
         ks = cfg.motion_mask_kernel
         self.mask = nn.Conv3d(out, k + 1, ks, padding=ks // 2)
@@ -69,7 +71,7 @@ class MotionFieldEstimator(nn.Module):
         comp = cache.compressed.expand(b, *cache.compressed.shape[1:])  # (B, cc, D, h, w)
         cc = comp.shape[1]
         repeated = comp.unsqueeze(1).expand(b, k1, cc, d, h, w).reshape(b * k1, cc, d, h, w)
-        warped = warp_volume(repeated, flows.reshape(b * k1, d, h, w, 3)).view(b, k1, cc, d, h, w)
+        warped = warp_3d(repeated, flows.reshape(b * k1, d, h, w, 3), **self.warp_options).view(b, k1, cc, d, h, w)
         heat = self.heatmap_channel(cache.heat, kp_driving, spatial).to(warped.dtype)
         x = torch.cat([heat, warped], dim=2).view(b, k1 * (cc + 1), d, h, w)  # (B, (K+1)(cc+1), D, h, w)
         pred = self.hourglass(x)

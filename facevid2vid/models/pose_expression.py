@@ -1,6 +1,8 @@
 """H/Delta: head pose (yaw, pitch, roll bins, translation) and expression deformation from one image."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -8,6 +10,37 @@ from torch.nn import functional as F
 from ..config import ModelConfig
 from ..geometry import angles_from_bins
 from ..structures import HeadMotion
+from .conventions import our_angles
+
+
+@dataclass
+class HeadOutputs:
+    """H's five heads as they are: angle bin logits (B, bins), translation (B, 3), delta (B, K, 3)."""
+
+    yaw_logits: torch.Tensor
+    pitch_logits: torch.Tensor
+    roll_logits: torch.Tensor
+    translation: torch.Tensor
+    delta: torch.Tensor
+
+
+def head_outputs(module: nn.Module, feat: torch.Tensor) -> HeadOutputs:
+    """The linear heads ``yaw, pitch, roll, translation, delta`` of ``module`` on pooled features (B, C)."""
+    full = torch.promote_types(feat.dtype, torch.float32)  # motion leaves H in float32 even under autocast
+    return HeadOutputs(module.yaw(feat), module.pitch(feat), module.roll(feat), module.translation(feat).to(full),
+                       module.delta(feat).to(full).view(feat.shape[0], -1, 3))  # (B, K, 3)
+
+
+def motion_from_heads(out: HeadOutputs, convention: str = "ours") -> HeadMotion:
+    """:class:`HeadMotion` in our convention from the heads' outputs (models/conventions.py).
+
+    With a converted network's convention the logits are not kept: they read out the
+    reference's angles, not ours, so a loss on them would train the wrong thing.
+    """
+    angles = [angles_from_bins(out.yaw_logits), angles_from_bins(out.pitch_logits), angles_from_bins(out.roll_logits)]
+    if convention == "ours":
+        return HeadMotion(*angles, out.translation, out.delta, out.yaw_logits, out.pitch_logits, out.roll_logits)
+    return HeadMotion(*our_angles(*angles, convention), out.translation, out.delta)
 
 
 class Bottleneck(nn.Module):
@@ -43,7 +76,7 @@ class HeadPoseExpressionEstimator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         be = cfg.he_block_expansion
-        self.num_keypoints = cfg.num_keypoints
+        self.convention = cfg.angle_convention
         self.stem = nn.Sequential(
             nn.Conv2d(3, be, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(be), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
@@ -64,17 +97,9 @@ class HeadPoseExpressionEstimator(nn.Module):
         self.translation = nn.Linear(cin, 3)
         self.delta = nn.Linear(cin, 3 * cfg.num_keypoints)
 
-    def forward(self, image: torch.Tensor) -> HeadMotion:
+    def heads(self, image: torch.Tensor) -> HeadOutputs:
         feat = self.stages(self.stem(image)).mean(dim=(2, 3))  # global average pool: (B, C)
-        yaw_l, pitch_l, roll_l = self.yaw(feat), self.pitch(feat), self.roll(feat)
-        full = torch.promote_types(feat.dtype, torch.float32)  # motion leaves H in float32 even under autocast
-        return HeadMotion(
-            yaw=angles_from_bins(yaw_l),
-            pitch=angles_from_bins(pitch_l),
-            roll=angles_from_bins(roll_l),
-            translation=self.translation(feat).to(full),
-            delta=self.delta(feat).to(full).view(-1, self.num_keypoints, 3),  # (B, K, 3)
-            yaw_logits=yaw_l,
-            pitch_logits=pitch_l,
-            roll_logits=roll_l,
-        )
+        return head_outputs(self, feat)
+
+    def forward(self, image: torch.Tensor) -> HeadMotion:
+        return motion_from_heads(self.heads(image), self.convention)

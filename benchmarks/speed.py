@@ -47,8 +47,21 @@ def frame_seconds(model: FaceVid2Vid, batch: int, repeats: int, cached: bool = T
     return statistics.median(once() for _ in range(repeats)) / batch
 
 
-def models(checkpoints: list[str]) -> dict[str, FaceVid2Vid]:
+FAMILIES = ("open-fv2v-256", "open-fv2v-256-beta", "liveportrait")  # converted families, random weights
+
+
+def family_model(name: str):
+    """A converted family's architecture with random weights (speed does not depend on them)."""
+    if name == "liveportrait":
+        from facevid2vid.families.liveportrait import LivePortrait, liveportrait_config
+
+        return LivePortrait(liveportrait_config())
+    return FaceVid2Vid(model_preset(name))
+
+
+def models(checkpoints: list[str], families: list[str] = ()) -> dict[str, FaceVid2Vid]:
     out = {name: FaceVid2Vid(model_preset(name)) for name in ("paper-256", "lite-256")}
+    out.update({name: family_model(name) for name in families})
     bundled = default_checkpoint()
     if bundled is not None:
         out["bundled"] = load_checkpoint(bundled)
@@ -79,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--only", nargs="+", default=None, help="time only these models (e.g. bundled lite-256)")
+    p.add_argument("--families", nargs="*", default=[], choices=FAMILIES,
+                   help="also time these converted families at 256 input (random weights; heavy on CPUs: "
+                        "open-fv2v about 577 GMAC a frame, use --batches 1 --repeats 1)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    nets = models(args.checkpoint)
+    nets = models(args.checkpoint, args.families)
     if args.only:
         nets = {k: v for k, v in nets.items() if k in args.only}
     rows = []
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.batches:
             ms = 1000 * frame_seconds(net, b, args.repeats)
             uncached = 1000 * frame_seconds(net, b, args.repeats, cached=False)
-            rows.append({"model": name, "config": net.cfg.name, "size": net.cfg.image_size, "batch": b,
+            rows.append({"model": name, "config": getattr(net.cfg, "name", name), "size": net.cfg.image_size, "batch": b,
                          "ms_per_frame": ms, "ms_per_frame_uncached": uncached})
     print_rows(rows, args.threads)
     if args.json:

@@ -107,6 +107,13 @@ def test_missing_checkpoint(capsys, samples, tmp_path):
                              "--checkpoint", str(tmp_path / "missing.safetensors")], "missing.safetensors")
 
 
+def test_inspect_tiny(capsys):
+    assert main(["inspect", "--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "output 3x64x64" in out and "GMAC" in out and "keypoints K = 5" in out
+
+
+@pytest.mark.slow  # counting paper-256's MACs takes ~7 s; test_inspect_tiny covers the command
 def test_inspect_paper_256(capsys):
     assert main(["inspect", "--preset", "paper-256"]) == 0
     out = capsys.readouterr().out

@@ -97,6 +97,16 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
 
 
+def fold_spectral_norm(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The weight spectral norm uses in eval mode, ``weight_orig / (u . (W v))`` (W as (out, -1)), in float32.
+
+    Converted checkpoints store it folded (plain weights).
+    """
+    w = weight_orig.float()
+    sigma = torch.dot(u.float(), torch.mv(w.reshape(w.shape[0], -1), v.float()))
+    return w / sigma
+
+
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # what a Git LFS pointer file starts with
 
 

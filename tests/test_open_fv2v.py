@@ -180,7 +180,7 @@ def test_every_network_and_animate_match_the_reference_at_256px(converted, conve
 
 
 def test_the_converted_checkpoint_says_where_it_comes_from(converted, converted_file):
-    from facevid2vid.convert.open_fv2v import file_sha256
+    from facevid2vid.data.fetch import sha256_file
 
     from facevid2vid.checkpoint import read_checkpoint_config, tensor_checksum
     from facevid2vid.models import MODULES
@@ -188,7 +188,7 @@ def test_the_converted_checkpoint_says_where_it_comes_from(converted, converted_
     meta = read_metadata(converted_file, "checkpoint")
     generator = {"spade": "spade", "beta": "original"}[converted.variant]
     assert meta["family"] == "open-fv2v" and meta["generator"] == generator
-    assert meta["source_sha256"] == file_sha256(converted.reference)
+    assert meta["source_sha256"] == sha256_file(converted.reference)
     assert meta["source_config"] == {"spade": "vox-256.yaml", "beta": "vox-256-beta.yaml"}[converted.variant]
     cfg = read_checkpoint_config(converted_file)
     assert cfg == converted.model.cfg and cfg.name == {"spade": "open-fv2v-256", "beta": "open-fv2v-256-beta"}[
@@ -351,7 +351,7 @@ def test_the_anti_alias_filter_is_a_13_tap_gaussian_of_sigma_1_5():
 
 
 def test_spectral_norm_folds_to_the_weight_eval_mode_uses():
-    from facevid2vid.convert.open_fv2v import fold_spectral_norm
+    from facevid2vid.weights_io import fold_spectral_norm
 
     torch.manual_seed(1)
     conv = torch.nn.utils.spectral_norm(torch.nn.Conv2d(8, 6, 3, padding=1))

@@ -15,7 +15,6 @@ the sha256 of each source file.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -23,9 +22,9 @@ import torch
 from facevid2vid.errors import CheckpointError
 from facevid2vid.families.liveportrait import MODULES, LivePortraitConfig, liveportrait_config
 from facevid2vid.families.liveportrait.reference_format import (FILES, SPECTRAL_SUFFIXES, STITCHING_FILE,
-                                                                 STITCHING_PARTS, fold_spectral_norm,
-                                                                 reference_layout, to_ours)
-from facevid2vid.weights_io import few, load_torch_file
+                                                                 STITCHING_PARTS, reference_layout, to_ours)
+from facevid2vid.data.fetch import sha256_file
+from facevid2vid.weights_io import few, fold_spectral_norm, load_torch_file
 
 SUBFOLDERS = ("", "base_models", "retargeting_models", "liveportrait/base_models", "liveportrait/retargeting_models")
 SOURCES_KEY = "liveportrait_sources"  # metadata: {file name: sha256 of the file}
@@ -103,14 +102,6 @@ def map_state(name: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def convert_liveportrait(source_dir: str | Path, output: str | Path,
                          config: LivePortraitConfig | None = None) -> Path:
     """Convert LivePortrait's five weight files in ``source_dir`` into the checkpoint ``output``.
@@ -133,6 +124,6 @@ def convert_liveportrait(source_dir: str | Path, output: str | Path,
     for name, path in paths.items():
         check_tensors(path, stored[name], None)  # every floating tensor finite
         modules[FILES[name]].load_state_dict(map_state(name, stored[name]), strict=True)
-    sources = {name: _sha256(path) for name, path in paths.items()}
+    sources = {name: sha256_file(path) for name, path in paths.items()}
     return save_checkpoint(output, model.eval(), metadata={SOURCES_KEY: sources,
                                                           "converted_from": "KwaiVGI/LivePortrait"})

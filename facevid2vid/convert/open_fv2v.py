@@ -16,7 +16,6 @@ found from the keypoint detector (an anti-alias kernel ``down.weight`` means vox
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from collections.abc import Callable
@@ -28,7 +27,8 @@ from ..config import OPEN_FV2V_CONFIGS, OPEN_FV2V_GENERATORS, ModelConfig, open_
 from ..errors import CheckpointError, InputError
 from ..models import MODULES, FaceVid2Vid
 from ..models.keypoints import gaussian_kernel
-from ..weights_io import few, load_torch_file
+from ..data.fetch import sha256_file
+from ..weights_io import few, fold_spectral_norm, load_torch_file
 
 FAMILY = "open-fv2v"
 SOURCE_REPOSITORY = "github.com/zhanglonghao1992/One-Shot_Free-View_Neural_Talking_Head_Synthesis"
@@ -91,20 +91,6 @@ def reference_name(prefix: str, key: str) -> tuple[str, str]:
     for pattern, repl in RULES[prefix]:
         key = re.sub(pattern, repl, key)
     return network, head + key
-
-
-def fold_spectral_norm(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The weight ``torch.nn.utils.spectral_norm`` uses in eval mode: ``W / (u . W_mat v)``, W_mat = W (out, -1)."""
-    sigma = torch.dot(u, weight_orig.reshape(weight_orig.shape[0], -1) @ v)
-    return weight_orig / sigma
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_reference_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -252,5 +238,5 @@ def convert_open_fv2v(source: str | Path, output: str | Path, generator: str | N
     model, found, config = load_reference(source, generator, config)
     code = SOURCE_REPOSITORY + (f"@{BETA_COMMIT}" if config == "vox-256-beta.yaml" else "")
     metadata = {"family": FAMILY, "generator": found, "source_config": config, "source_file": source.name,
-                "source_sha256": file_sha256(source), "source_code": code, "license": LICENSE_NOTE}
+                "source_sha256": sha256_file(source), "source_code": code, "license": LICENSE_NOTE}
     return save_checkpoint(output, model, metadata=metadata)

@@ -20,24 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import angles_from_rotation
+from ..geometry import _rot_x, _rot_y, _rot_z, angles_from_rotation
 
 REFERENCE_PI = 3.14  # the reimplementation's degrees -> radians factor is 3.14 / 180
-
-
-def _rx(a: torch.Tensor) -> torch.Tensor:
-    c, s, o, z = torch.cos(a), torch.sin(a), torch.ones_like(a), torch.zeros_like(a)
-    return torch.stack([o, z, z, z, c, -s, z, s, c], dim=-1).view(*a.shape, 3, 3)
-
-
-def _ry(a: torch.Tensor) -> torch.Tensor:
-    c, s, o, z = torch.cos(a), torch.sin(a), torch.ones_like(a), torch.zeros_like(a)
-    return torch.stack([c, z, s, z, o, z, -s, z, c], dim=-1).view(*a.shape, 3, 3)
-
-
-def _rz(a: torch.Tensor) -> torch.Tensor:
-    c, s, o, z = torch.cos(a), torch.sin(a), torch.ones_like(a), torch.zeros_like(a)
-    return torch.stack([c, -s, z, s, c, z, z, z, o], dim=-1).view(*a.shape, 3, 3)
 
 
 def reference_rotation(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor, convention: str) -> torch.Tensor:
@@ -45,9 +30,9 @@ def reference_rotation(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tenso
     to_rad = REFERENCE_PI / 180.0
     yaw, pitch, roll = yaw * to_rad, pitch * to_rad, roll * to_rad
     if convention == "open-fv2v":
-        return _rx(pitch) @ _ry(yaw) @ _rz(roll)
+        return _rot_x(pitch) @ _rot_y(yaw) @ _rot_z(roll)
     if convention == "open-fv2v-beta":
-        return _rx(roll) @ _ry(pitch) @ _rz(yaw)
+        return _rot_x(roll) @ _rot_y(pitch) @ _rot_z(yaw)
     raise ValueError(f"unknown angle convention {convention!r}")
 
 

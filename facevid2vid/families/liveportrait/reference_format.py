@@ -15,6 +15,7 @@ import re
 
 import torch
 
+
 # file name -> our checkpoint prefix (facevid2vid/families/liveportrait/model.py MODULES)
 FILES = {"appearance_feature_extractor.pth": "F", "motion_extractor.pth": "M", "warping_module.pth": "W",
          "spade_generator.pth": "G", "stitching_retargeting_module.pth": "S"}
@@ -95,10 +96,3 @@ def reference_layout(modules: dict[str, torch.nn.Module]) -> dict[str, dict[str,
                 keys[ref] = shape
         layout[name] = keys
     return layout
-
-
-def fold_spectral_norm(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``weight_orig / (u . (W v))`` in float32, the operations spectral norm does in eval mode."""
-    w = weight_orig.float()
-    sigma = torch.dot(u.float(), torch.mv(w.reshape(w.shape[0], -1), v.float()))
-    return w / sigma

@@ -34,6 +34,9 @@ from torch import nn
 from .config import BACKWARD_COMPATIBLE_DEFAULTS, ModelConfig, model_preset  # noqa: F401 - defined in config
 from .errors import CheckpointError
 from .families import FACEVID2VID, LIVEPORTRAIT
+from .families.registry import SPECS, TABLE_FAMILIES, family_of_config
+from .families.registry import family_presets as table_presets
+from .families.registry import spec as family_spec
 from .models import MODULES, FaceVid2Vid, MultiScaleDiscriminator
 from .outputs import atomic_path
 # the checksum and tensor checks live with the one weight reader; imported here under their old names
@@ -67,6 +70,8 @@ def _module_table(family: str) -> dict[str, str]:
         from .families.liveportrait import MODULES as LIVEPORTRAIT_MODULES
 
         return LIVEPORTRAIT_MODULES
+    if family in TABLE_FAMILIES:
+        return family_spec(family).module().Model.NETWORKS
     return MODULES
 
 
@@ -146,9 +151,9 @@ def checkpoint_family(path: str | os.PathLike) -> str:
     """The model family a checkpoint holds ("facevid2vid" when its metadata names none)."""
     path = Path(path)
     family = _open_metadata(path).get(FAMILY_KEY, FACEVID2VID)
-    if family not in (FACEVID2VID, LIVEPORTRAIT):
+    if family not in SPECS:
         raise CheckpointError(f"{path}: model family {family!r} is unknown to this version "
-                              f"(it reads {FACEVID2VID!r} and {LIVEPORTRAIT!r})")
+                              f"(it reads {', '.join(map(repr, SPECS))})")
     return family
 
 
@@ -165,17 +170,21 @@ def _stored_config(path: Path, meta: dict[str, str]) -> dict:
     return data
 
 
-def _liveportrait_config(path: Path, data: dict):
-    from .families.liveportrait import LivePortraitConfig
-
-    missing = LivePortraitConfig.missing_fields(data)
+def _family_config(path: Path, data: dict, family: str):
+    """The stored config of a LivePortrait or table-family checkpoint, complete and within bounds."""
+    if family == LIVEPORTRAIT:
+        from .families.liveportrait import LivePortraitConfig as config_class
+    else:
+        config_class = family_spec(family).module().Config
+    label = family_spec(family).label
+    missing = config_class.missing_fields(data)
     if missing:
-        raise CheckpointError(f"{path}: the LivePortrait config lacks field{'s' if len(missing) > 1 else ''} "
+        raise CheckpointError(f"{path}: the {label} config lacks field{'s' if len(missing) > 1 else ''} "
                               f"{few(missing)}: refusing to guess the architecture")
     try:
-        return LivePortraitConfig.from_dict(data).validate()
+        return config_class.from_dict(data).validate()
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: LivePortrait config does not match this version: {exc}") from None
+        raise CheckpointError(f"{path}: {label} config does not match this version: {exc}") from None
 
 
 def read_checkpoint_config(path: str | os.PathLike):
@@ -187,8 +196,8 @@ def read_checkpoint_config(path: str | os.PathLike):
     path = Path(path)
     family = checkpoint_family(path)
     data = _stored_config(path, _open_metadata(path))
-    if family == LIVEPORTRAIT:
-        return _liveportrait_config(path, data)
+    if family != FACEVID2VID:
+        return _family_config(path, data, family)
     missing = ModelConfig.missing_fields(data)
     if missing:
         raise CheckpointError(f"{path}: the config lacks field{'s' if len(missing) > 1 else ''} {few(missing)} "
@@ -206,6 +215,9 @@ def build_model(cfg, initialise: bool = True) -> nn.Module:
     LivePortrait's 130 M parameters) with uninitialised memory that loading a state dict fills."""
     from .families.liveportrait import LivePortrait, LivePortraitConfig
 
+    family = family_of_config(cfg)
+    if family in TABLE_FAMILIES:
+        return family_spec(family).module().Model(cfg)
     if not isinstance(cfg, LivePortraitConfig):
         return FaceVid2Vid(cfg)
     if initialise:
@@ -290,16 +302,18 @@ def default_checkpoint() -> Path | None:
 
 
 def _preset_config(name: str):
-    """A face-vid2vid preset, or a LivePortrait architecture ("liveportrait", "liveportrait-tiny")."""
+    """A face-vid2vid preset, a LivePortrait architecture ("liveportrait", "liveportrait-tiny") or a table
+    family's preset (e.g. "fomm-256")."""
+    from .config import PRESETS
     from .families.liveportrait import liveportrait_config, tiny_liveportrait_config
 
-    family_presets = {"liveportrait": liveportrait_config, "liveportrait-tiny": tiny_liveportrait_config}
-    if name in family_presets:
-        return family_presets[name]()
-    try:
+    if name in PRESETS:
         return model_preset(name)
-    except ValueError as exc:
-        raise CheckpointError(f"{exc}, {', '.join(family_presets)}") from None
+    family_presets = {"liveportrait": liveportrait_config, "liveportrait-tiny": tiny_liveportrait_config,
+                      **{k: factory for k, (_, factory) in table_presets().items()}}
+    if name not in family_presets:
+        raise CheckpointError(f"unknown preset {name!r}; choose one of: {', '.join([*PRESETS, *family_presets])}")
+    return family_presets[name]()
 
 
 def resolve_model(checkpoint: str | os.PathLike | None, preset: str | None = None,

@@ -256,7 +256,7 @@ class LossWeights:
 class TrainConfig:
     """Everything a training run needs besides the data path."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # or a model family's config (FOMM, ...)
     loss: LossWeights = field(default_factory=LossWeights)
     batch_size: int = 4
     num_workers: int = 2
@@ -311,7 +311,13 @@ class TrainConfig:
             raise ValueError(f"still_fraction must be in 0..1, got {self.still_fraction!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        """Plain values; the model section names its family when it is not face-vid2vid's."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        if not isinstance(self.model, ModelConfig):
+            from facevid2vid.families.registry import family_of_config
+
+            out["model"] = {"family": family_of_config(self.model), **self.model.to_dict()}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -476,15 +482,32 @@ def load_train_config(path: str | Path) -> TrainConfig:
     The ``model`` section may name a ``preset`` and override any of its fields.
     """
     data = yaml.safe_load(Path(path).read_text()) or {}
-    model_data = dict(data.pop("model", {}) or {})
-    base = model_preset(model_data.pop("preset", "paper-256"))
-    model = ModelConfig.from_dict({**base.to_dict(), **model_data})
-    model.validate()
+    model = model_config_from(dict(data.pop("model", {}) or {}))
     loss = LossWeights(**(data.pop("loss", {}) or {}))
     cfg = TrainConfig.from_dict(data)
     cfg.model, cfg.loss = model, loss
     cfg.validate()
     return cfg
+
+
+def model_config_from(data: dict[str, Any]):
+    """The ``model`` section of an experiment file: a ``preset`` (face-vid2vid's, or a model family's such
+    as ``fomm-128``; or a ``family`` with its defaults) plus overrides of any field, validated."""
+    from facevid2vid.families import FACEVID2VID
+
+    preset, family = data.pop("preset", None), data.pop("family", FACEVID2VID)
+    if family == FACEVID2VID and (preset is None or preset in PRESETS):
+        base = model_preset(preset or "paper-256")
+    else:
+        from facevid2vid.families.registry import family_presets, spec
+
+        presets = family_presets()
+        if preset is not None and preset not in presets:
+            raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join([*PRESETS, *presets])}")
+        base = presets[preset][1]() if preset is not None else spec(family).module().Config()
+    model = type(base).from_dict({**base.to_dict(), **data})
+    model.validate()
+    return model
 
 
 def save_train_config(cfg: TrainConfig, path: str | Path) -> None:

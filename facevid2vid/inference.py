@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from facevid2vid.devices import resolve_device
+from facevid2vid.errors import InputError
+from facevid2vid.families.registry import FamilySpec, spec
 from facevid2vid.models import FaceVid2Vid
 from facevid2vid.structures import HeadMotion, SourceEncoding, View
 
@@ -68,13 +70,14 @@ class Animator:
         """F, L, H/Delta and M's source part on source image(s) (3, S, S) or (N, 3, S, S)."""
         image = self._check_images(image, "source")
         parts = [self.model.encode_source(image[s]) for s in self._chunks(image.shape[0])]
-        return parts[0] if len(parts) == 1 else _cat_sources(parts)
+        return parts[0] if len(parts) == 1 else type(parts[0]).cat(parts)
 
     @torch.inference_mode()
     def estimate_motion(self, frames: torch.Tensor) -> HeadMotion:
         """H/Delta on driving frames (N, 3, S, S)."""
         frames = self._check_images(frames, "driving frames")
-        return HeadMotion.cat([self.model.estimate_motion(frames[s]) for s in self._chunks(frames.shape[0])])
+        parts = [self.model.estimate_motion(frames[s]) for s in self._chunks(frames.shape[0])]
+        return type(parts[0]).cat(parts) if parts else HeadMotion.cat([])
 
     @torch.inference_mode()
     def render(self, source: SourceEncoding, motion: HeadMotion, view: View | None = None) -> torch.Tensor:
@@ -83,29 +86,50 @@ class Animator:
         ``source`` has batch 1 (one source for every frame) or N (one per frame, as in
         redirect); per-frame ``view`` controls have length N; a batch-1 motion broadcasts.
         """
-        view = (view or View()).validate()
-        n = max(source.batch_size, motion.yaw.shape[0], view.num_frames() or 1)
-        for what, size in (("source", source.batch_size), ("motion", motion.yaw.shape[0]),
+        view = self._check_view(view)
+        n = max(source.batch_size, motion.batch_size, view.num_frames() or 1)
+        for what, size in (("source", source.batch_size), ("motion", motion.batch_size),
                            ("view", view.num_frames() or 1)):
             if size not in (1, n):
                 raise ValueError(f"{what} batch {size} does not match the {n} frames to render")
         outputs = []
         for s in self._chunks(n):
             src = source if source.batch_size == 1 else source.index(s)
-            part = motion if motion.yaw.shape[0] == 1 else motion.index(s)
-            outputs.append(self.model.render(src, _to(part, self.device), view.index(s)).cpu())
+            part = motion if motion.batch_size == 1 else motion.index(s)
+            outputs.append(self.model.render(src, part.to(self.device), view.index(s)).cpu())
         return torch.cat(outputs) if outputs else self.empty()
 
     @torch.inference_mode()
     def redirect(self, frames: torch.Tensor, view: View | None = None) -> torch.Tensor:
         """Re-pose frames (N, 3, S, S), each its own source and driving frame: encode_source + render."""
         frames = self._check_images(frames, "frames")
-        view = (view or View()).validate()
+        view = self._check_view(view)
         outputs = []
         for s in self._chunks(frames.shape[0]):
             source = self.model.encode_source(frames[s])
             outputs.append(self.model.render(source, source.motion, view.index(s)).cpu())
         return torch.cat(outputs) if outputs else self.empty()
+
+    @property
+    def family(self) -> FamilySpec:
+        from facevid2vid.checkpoint import model_family
+
+        return spec(model_family(self.model))
+
+    def _check_view(self, view: View | None) -> View:
+        """The validated view; InputError when free view is asked of a family without it."""
+        view = (view or View()).validate()
+        if not view.is_default() and not self.family.free_view:
+            raise InputError(f"free view (yaw, pitch, roll, translation, frontalize) needs face-vid2vid's 3D "
+                             f"keypoints; {self.family.label} has none")
+        return view
+
+    def check_mode(self, mode: str) -> None:
+        """ValueError for an unknown mode, InputError for relative on a family without it."""
+        if mode not in MOTION_MODES:
+            raise ValueError(f"mode must be one of {MOTION_MODES}, got {mode!r}")
+        if mode == "relative" and not self.family.relative:
+            raise InputError(f"{self.family.label} has no relative motion mode: use --mode absolute")
 
     def relative(self, motion: HeadMotion, reference: HeadMotion, source: HeadMotion) -> HeadMotion:
         """Relative motion as the model's family defines it (``model.relative_motion``), else face-vid2vid's."""
@@ -134,9 +158,8 @@ class Animator:
         ``smoother`` (e.g. a :class:`~facevid2vid.smoothing.MotionSmoother`) is applied to each
         batch's estimated driving motion in order, before relative/absolute handling.
         """
-        if mode not in MOTION_MODES:
-            raise ValueError(f"mode must be one of {MOTION_MODES}, got {mode!r}")
-        view = (view or View()).validate()
+        self.check_mode(mode)
+        view = self._check_view(view)
         if isinstance(frames, torch.Tensor):
             frames = self._check_images(frames, "driving frames")
             batches = (frames[s] for s in self._chunks(frames.shape[0]))  # streamed batch by batch
@@ -157,23 +180,3 @@ class Animator:
         """All synthesized frames (N, 3, S, S) for driving frames (N, 3, S, S)."""
         parts = list(self.animate_iter(source, frames, mode=mode, view=view, smoother=smoother))
         return torch.cat(parts) if parts else self.empty()
-
-
-def _to(motion: HeadMotion, device: torch.device) -> HeadMotion:
-    scale = None if motion.scale is None else motion.scale.to(device)
-    return HeadMotion(*(t.to(device) for t in (motion.yaw, motion.pitch, motion.roll, motion.translation,
-                                                motion.delta)), scale=scale)
-
-
-def _cat_sources(parts: list[SourceEncoding]) -> SourceEncoding:
-    from facevid2vid.structures import MotionSourceCache
-
-    def cat(name):
-        return torch.cat([getattr(p, name) for p in parts])
-
-    cache = None
-    if all(p.cache is not None for p in parts):
-        cache = MotionSourceCache(torch.cat([p.cache.compressed for p in parts]),
-                                  torch.cat([p.cache.heat for p in parts]))
-    return SourceEncoding(cat("features"), cat("canonical_kp"), HeadMotion.cat([p.motion for p in parts]),
-                          cat("kp"), cat("rotation"), cache)

@@ -31,6 +31,16 @@ class HeadMotion:
     # None for face-vid2vid
     scale: torch.Tensor | None = None
 
+    @property
+    def batch_size(self) -> int:
+        return self.yaw.shape[0]
+
+    def to(self, device: torch.device | str) -> "HeadMotion":
+        """The pose, translation, expression (and scale) on ``device`` (logits are dropped)."""
+        scale = None if self.scale is None else self.scale.to(device)
+        return HeadMotion(*(t.to(device) for t in (self.yaw, self.pitch, self.roll, self.translation, self.delta)),
+                          scale=scale)
+
     def index(self, idx) -> "HeadMotion":
         def pick(t):
             return None if t is None else t[idx]
@@ -97,6 +107,131 @@ class SourceEncoding:
         """The same source with M's source part left to be recomputed (to measure what caching saves)."""
         return SourceEncoding(self.features, self.canonical_kp, self.motion, self.kp, self.rotation, None)
 
+    @staticmethod
+    def cat(parts: list["SourceEncoding"]) -> "SourceEncoding":
+        """Sources encoded in batches, as one (the cache is kept only if every part has one)."""
+        def cat(name):
+            return torch.cat([getattr(p, name) for p in parts])
+
+        cache = None
+        if all(p.cache is not None for p in parts):
+            cache = MotionSourceCache(torch.cat([p.cache.compressed for p in parts]),
+                                      torch.cat([p.cache.heat for p in parts]))
+        return SourceEncoding(cat("features"), cat("canonical_kp"), HeadMotion.cat([p.motion for p in parts]),
+                              cat("kp"), cat("rotation"), cache)
+
+
+def _pick(t: torch.Tensor | None, idx) -> torch.Tensor | None:
+    return None if t is None else t[idx]
+
+
+def _cat(values: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if any(v is None for v in values) else torch.cat(values)
+
+
+@dataclass
+class KeypointMotion:
+    """Motion of the 2D keypoint families (Monkey-Net: keypoints; FOMM: keypoints and local affine Jacobians)."""
+
+    kp: torch.Tensor  # (B, K, 2) in [-1, 1], (x, y) as grid_sample expects
+    jacobian: torch.Tensor | None = None  # (B, K, 2, 2) FOMM's d(driving -> frame) at each keypoint
+
+    @property
+    def batch_size(self) -> int:
+        return self.kp.shape[0]
+
+    def index(self, idx) -> "KeypointMotion":
+        return KeypointMotion(self.kp[idx], _pick(self.jacobian, idx))
+
+    def detach(self) -> "KeypointMotion":
+        return KeypointMotion(self.kp.detach(), None if self.jacobian is None else self.jacobian.detach())
+
+    def to(self, device: torch.device | str) -> "KeypointMotion":
+        return KeypointMotion(self.kp.to(device), None if self.jacobian is None else self.jacobian.to(device))
+
+    @staticmethod
+    def cat(items: list["KeypointMotion"]) -> "KeypointMotion":
+        return KeypointMotion(torch.cat([m.kp for m in items]), _cat([m.jacobian for m in items]))
+
+    def vector(self) -> torch.Tensor:
+        """(B, 2K) or, with Jacobians, (B, 6K): per keypoint x, y then J row-major (the codec's payload)."""
+        b, k = self.kp.shape[:2]
+        if self.jacobian is None:
+            return self.kp.reshape(b, 2 * k)
+        return torch.cat([self.kp, self.jacobian.reshape(b, k, 4)], dim=2).reshape(b, 6 * k)
+
+    @staticmethod
+    def from_vector(values: torch.Tensor, num_keypoints: int, jacobian: bool) -> "KeypointMotion":
+        """Inverse of :meth:`vector`."""
+        b = values.shape[0]
+        if not jacobian:
+            return KeypointMotion(values.reshape(b, num_keypoints, 2))
+        v = values.reshape(b, num_keypoints, 6)
+        return KeypointMotion(v[..., :2], v[..., 2:].reshape(b, num_keypoints, 2, 2))
+
+
+@dataclass
+class CodeMotion:
+    """Motion as one latent vector per frame (X2Face's driving code: the bottleneck of its driving network)."""
+
+    code: torch.Tensor  # (B, D)
+
+    @property
+    def batch_size(self) -> int:
+        return self.code.shape[0]
+
+    def index(self, idx) -> "CodeMotion":
+        return CodeMotion(self.code[idx])
+
+    def detach(self) -> "CodeMotion":
+        return CodeMotion(self.code.detach())
+
+    def to(self, device: torch.device | str) -> "CodeMotion":
+        return CodeMotion(self.code.to(device))
+
+    @staticmethod
+    def cat(items: list["CodeMotion"]) -> "CodeMotion":
+        return CodeMotion(torch.cat([m.code for m in items]))
+
+    def vector(self) -> torch.Tensor:
+        return self.code
+
+    @staticmethod
+    def from_vector(values: torch.Tensor) -> "CodeMotion":
+        return CodeMotion(values)
+
+
+@dataclass
+class ImageSource:
+    """Source encoding of the 2D families: the image, its motion, and what the family caches of it.
+
+    ``features`` holds the family's per-source tensors, batch first (FOMM and Monkey-Net: the
+    generator's encoder features; X2Face: the embedded face), so rendering many frames from one
+    source runs the source-only networks once.
+    """
+
+    image: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    motion: KeypointMotion | CodeMotion | None  # the source's own keypoints (None: the family has none)
+    features: tuple[torch.Tensor, ...] = ()
+
+    @property
+    def batch_size(self) -> int:
+        return self.image.shape[0]
+
+    def index(self, idx) -> "ImageSource":
+        motion = None if self.motion is None else self.motion.index(idx)
+        return ImageSource(self.image[idx], motion, tuple(f[idx] for f in self.features))
+
+    def without_cache(self) -> "ImageSource":
+        """The same source; its features are what rendering needs, so they stay."""
+        return self
+
+    @staticmethod
+    def cat(parts: list["ImageSource"]) -> "ImageSource":
+        motion = None if parts[0].motion is None else type(parts[0].motion).cat([p.motion for p in parts])
+        features = tuple(torch.cat(f) for f in zip(*(p.features for p in parts)))
+        return ImageSource(torch.cat([p.image for p in parts]), motion, features)
+
 
 @dataclass(frozen=True)
 class View:
@@ -111,6 +246,11 @@ class View:
     roll: float | torch.Tensor = 0.0
     translation: tuple[float, float, float] | torch.Tensor | None = None
     frontalize: bool = False
+
+    def is_default(self) -> bool:
+        """No free-view control set (numbers 0, no translation, no frontalize)."""
+        return (not self.frontalize and self.translation is None
+                and all(isinstance(v, (int, float)) and v == 0 for v in (self.yaw, self.pitch, self.roll)))
 
     def _fields(self):
         return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll, "translation": self.translation}

@@ -21,7 +21,9 @@ def register(sub) -> None:
                     "Runs in one process on CPU or GPU; under `torchrun --nproc_per_node N -m facevid2vid train ...` "
                     "it runs DistributedDataParallel. Ctrl-C or SIGTERM saves a checkpoint before exiting.")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--preset", choices=sorted(PRESETS), help="model preset with default training settings")
+    which.add_argument("--preset", metavar="NAME",
+                       help=f"model preset with default training settings: {', '.join(sorted(PRESETS))}, or a model "
+                            f"family's (fomm-256, fomm-128, monkeynet-128, x2face-128, ...: docs/family.md)")
     which.add_argument("--config", metavar="FILE", help="experiment YAML (model preset/overrides, losses, schedule)")
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="output folder of `facevid2vid prepare`")
     p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, TensorBoard")
@@ -42,7 +44,7 @@ def register(sub) -> None:
 
 def build_config(args: argparse.Namespace):
     """The TrainConfig from --preset/--config plus command-line overrides."""
-    from facevid2vid.config import TrainConfig, load_train_config, model_preset
+    from facevid2vid.config import TrainConfig, load_train_config, model_config_from
     from facevid2vid.errors import InputError
 
     if args.config:
@@ -56,7 +58,10 @@ def build_config(args: argparse.Namespace):
         except (ValueError, TypeError) as exc:
             raise InputError(f"bad config {args.config}: {exc}") from None
     else:
-        cfg = TrainConfig(model=model_preset(args.preset))
+        try:
+            cfg = TrainConfig(model=model_config_from({"preset": args.preset}))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     for name, value in TRAIN.values(args).items():
         setattr(cfg, name, value)
     try:

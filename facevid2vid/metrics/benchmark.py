@@ -34,7 +34,7 @@ from facevid2vid.metrics.evaluate import EvaluateOptions, EvaluationResult, Eval
 from facevid2vid.metrics.face import FaceAnalyzer, FaceObservation, angle_difference, embedding_distance
 from facevid2vid.metrics.jitter import STILL_WINDOW, find_still_window, keypoint_jitter, pixel_jitter
 from facevid2vid.smoothing import SmoothingSettings
-from facevid2vid.structures import HeadMotion, View
+from facevid2vid.structures import KeypointMotion, View
 
 TASKS = ("reconstruction", "redirect", "cross-identity")
 DEFAULT_YAWS = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
@@ -234,18 +234,29 @@ def _jitter(animator, frames: np.ndarray, window: tuple[int, int, str], model_fr
 
     lo, hi, found = window
     settings = replace(settings, enabled=True)
-    motion = HeadMotion.cat([animator.estimate_motion(rs.to_model(frames[i:min(i + animator.batch_size, hi)]))
-                             for i in range(0, hi, animator.batch_size)])  # causal filter: frames < hi suffice
+    parts = [animator.estimate_motion(rs.to_model(frames[i:min(i + animator.batch_size, hi)]))
+             for i in range(0, hi, animator.batch_size)]  # causal filter: frames < hi suffice
+    motion = type(parts[0]).cat(parts)
     smoothed = smooth_motion(motion, fps, settings).index(slice(lo, hi))
     source = animator.encode_source(rs.to_model(frames[:1]))  # the reconstruction's source
     with torch.inference_mode():
-        kp_raw, _ = animator.model.driving_keypoints(source, motion.index(slice(lo, hi)))
-        kp_smooth, _ = animator.model.driving_keypoints(source, smoothed)
+        kp_raw = driving_keypoints(animator.model, source, motion.index(slice(lo, hi)))
+        kp_smooth = driving_keypoints(animator.model, source, smoothed)
     smoothed_frames = rs.from_model(animator.render(source, smoothed))
     return JitterResult(start=start + lo, stop=start + hi, found=found, smoothing=asdict(settings),
                         driving_pixels=pixel_jitter(frames[lo:hi]), model_keypoints=keypoint_jitter(kp_raw),
                         model_pixels=pixel_jitter(np.stack(model_frames)),
                         smoothed_keypoints=keypoint_jitter(kp_smooth), smoothed_pixels=pixel_jitter(smoothed_frames))
+
+
+def driving_keypoints(model, source, motion):
+    """The keypoints a model drives with for ``motion`` (N, K, 2 or 3); a code's values for X2Face (N, 1, D)."""
+    if hasattr(model, "driving_keypoints"):
+        kp = model.driving_keypoints(source, motion)
+        return kp[0] if isinstance(kp, tuple) else kp
+    if isinstance(motion, KeypointMotion):
+        return motion.kp
+    return motion.vector()[:, None, :]
 
 
 def _redirect(animator, frames: np.ndarray, yaws: list[float], analyzer: FaceAnalyzer, result: BenchmarkResult,

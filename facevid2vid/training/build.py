@@ -15,8 +15,11 @@ from torch import nn
 from facevid2vid.config import TrainConfig
 from facevid2vid.data.dataset import PairDataset
 from facevid2vid.errors import InputError
+from facevid2vid.families import FACEVID2VID
+from facevid2vid.families.registry import family_of_config, spec
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.perception import DEFAULTS, NETWORKS, load_network, network_path
+from facevid2vid.training.objective import GeneratorObjective
 from facevid2vid.training.perception_terms import FeaturePerceptualLoss, IdentityLoss, NetworkPoseTeacher
 from facevid2vid.training.perceptual import PerceptualLoss, VGGFeatures
 from facevid2vid.training.pose_teacher import HopenetTeacher
@@ -43,13 +46,31 @@ def build_dataset(cfg: TrainConfig, data_dir: str | Path) -> PairDataset:
 
 
 def build_networks(cfg: TrainConfig, device: torch.device,
-                   distributed: bool) -> tuple[FaceVid2Vid, MultiScaleDiscriminator]:
-    """The model and the discriminator on ``device`` (synchronised batch norm for DDP on CUDA)."""
-    model: nn.Module = FaceVid2Vid(cfg.model).to(device)
-    disc = MultiScaleDiscriminator(cfg.model).to(device)
+                   distributed: bool) -> tuple[nn.Module, MultiScaleDiscriminator | None]:
+    """The model and the discriminator on ``device`` (synchronised batch norm for DDP on CUDA).
+
+    The 2D families (FOMM, Monkey-Net, X2Face) train without a discriminator: None.
+    """
+    family = family_of_config(cfg.model)
+    if family == FACEVID2VID:
+        model: nn.Module = FaceVid2Vid(cfg.model).to(device)
+        disc = MultiScaleDiscriminator(cfg.model).to(device)
+    elif spec(family).trainable:
+        model, disc = spec(family).module().Model(cfg.model).to(device), None
+    else:
+        raise InputError(f"{spec(family).label} models cannot be trained here (no training code for that family)")
     if distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model, disc
+
+
+def build_objective(cfg: TrainConfig, model: nn.Module, disc: MultiScaleDiscriminator | None,
+                    perceptual: nn.Module | None, identity: nn.Module | None) -> nn.Module:
+    """The generator-side objective of the model's family (what DDP wraps)."""
+    family = family_of_config(cfg.model)
+    if family == FACEVID2VID:
+        return GeneratorObjective(model, disc, cfg, perceptual, identity)
+    return spec(family).module().Objective(model, cfg, perceptual, identity)
 
 
 def build_perception(cfg: TrainConfig, device: torch.device) -> PerceptionTerms:

@@ -38,8 +38,9 @@ from facevid2vid.data.dataset import InfiniteShardedSampler, PairBatch, PairData
 from facevid2vid.errors import CheckpointError, InputError
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.training import distributed as D
-from facevid2vid.training.build import PerceptionTerms, build_dataset, build_networks, build_perception
-from facevid2vid.training.objective import DiscriminatorObjective, GeneratorObjective, GeneratorResult
+from facevid2vid.training.build import (PerceptionTerms, build_dataset, build_networks, build_objective,
+                                        build_perception)
+from facevid2vid.training.objective import DiscriminatorObjective, GeneratorResult
 from facevid2vid.training.perceptual import PerceptualLoss
 from facevid2vid.training.state import load_state, save_state
 from facevid2vid.training.transforms import RandomWarp
@@ -95,15 +96,15 @@ class Trainer:
     log: RunLog
     dataset: PairDataset
     model: FaceVid2Vid
-    disc: MultiScaleDiscriminator
+    disc: MultiScaleDiscriminator | None  # None for families trained without a GAN (FOMM, Monkey-Net, X2Face)
     perceptual: nn.Module | None
     identity: nn.Module | None
     pose_teacher: nn.Module | None
     pose_teacher_name: str
     opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None  # None without a discriminator
     sched_g: torch.optim.lr_scheduler.LambdaLR
-    sched_d: torch.optim.lr_scheduler.LambdaLR
+    sched_d: torch.optim.lr_scheduler.LambdaLR | None
     rng: torch.Generator  # per-rank randomness of the training step (equivariance warps)
     gen_obj: nn.Module  # GeneratorObjective, DDP-wrapped under torchrun
     disc_obj: nn.Module  # DiscriminatorObjective, likewise
@@ -161,10 +162,12 @@ class Trainer:
         """Adam for G and D with the step-decay schedule, and the per-rank step generator."""
         cfg = self.cfg
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.betas))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=tuple(cfg.betas))
         schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma)  # noqa: E731
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
-        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
+        self.opt_d = self.sched_d = None
+        if self.disc is not None:
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=tuple(cfg.betas))
+            self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
         self.rng = torch.Generator().manual_seed(cfg.seed * 1000 + self.info.rank)
 
     def _restore(self, resume: bool, init_from: str | Path | None) -> None:
@@ -180,12 +183,12 @@ class Trainer:
 
     def _wrap_objectives(self) -> None:
         """The generator and discriminator objectives, each in its own DDP wrapper under torchrun."""
-        gen_obj = GeneratorObjective(self.model, self.disc, self.cfg, self.perceptual, self.identity)
-        disc_obj = DiscriminatorObjective(self.disc, self.cfg)
+        gen_obj = build_objective(self.cfg, self.model, self.disc, self.perceptual, self.identity)
+        disc_obj = None if self.disc is None else DiscriminatorObjective(self.disc, self.cfg)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.gen_obj = DDP(gen_obj, device_ids=ids)
-            self.disc_obj = DDP(disc_obj, device_ids=ids)
+            self.disc_obj = None if disc_obj is None else DDP(disc_obj, device_ids=ids)
         else:
             self.gen_obj, self.disc_obj = gen_obj, disc_obj
 
@@ -209,7 +212,8 @@ class Trainer:
                   if ds.still_idx else "")
         self.log(f"data {data_dir}: {len(ds.video_idx)} video clips, {frames - len(ds.still_idx)} frames{stills}")
         self.log(self._reconstruction_summary())
-        gan = f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan else "GAN off"
+        gan = (f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan and self.disc is not None
+               else "GAN off")
         self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
                  f"deformation prior {w.deformation_prior}")
         if self.pose_teacher is not None:
@@ -251,15 +255,17 @@ class Trainer:
         cfg = self.cfg
         b = self._teacher_batch(batch)
         self.model.train()
-        self.disc.train()
-        use_gan = cfg.use_gan and self.step >= cfg.gan_start_step
+        use_gan = self.disc is not None and cfg.use_gan and self.step >= cfg.gan_start_step
+        if self.disc is not None:
+            self.disc.train()
         warp = RandomWarp.sample(len(b), cfg.equivariance_affine_std, cfg.equivariance_tps_std,
                                  generator=self.rng, device=self.device)
         res, stats = self._generator_update(b, warp, use_gan)
         if use_gan:
             stats["discriminator"] = self._discriminator_update(b, res)
         self.sched_g.step()
-        self.sched_d.step()
+        if self.sched_d is not None:
+            self.sched_d.step()
         with torch.no_grad():
             stats["l1"] = float((res.prediction - b.driving).abs().mean())
         self.step += 1
@@ -269,7 +275,8 @@ class Trainer:
     def _generator_update(self, b: PairBatch, warp: RandomWarp,
                           use_gan: bool) -> tuple[GeneratorResult, dict[str, float]]:
         """One Adam step of F, L, H/Delta, M, G with D frozen; (result, loss values by name)."""
-        self.disc.requires_grad_(False)
+        if self.disc is not None:
+            self.disc.requires_grad_(False)
         res: GeneratorResult = self.gen_obj(b, warp, use_gan)
         loss_g = sum(res.losses.values())
         self.opt_g.zero_grad(set_to_none=True)
@@ -383,7 +390,7 @@ class Trainer:
 
     def _check_ranks_agree(self) -> None:
         """All ranks must hold the same weights; fail loudly if DDP let them drift."""
-        digest = D.parameter_digest(self.model, self.disc)
+        digest = D.parameter_digest(*(m for m in (self.model, self.disc) if m is not None))
         if os.environ.get(DIGEST_ENV):
             write_text(self.output_dir / f"param_digest.rank{self.info.rank}.txt", digest + "\n")
         if self.info.enabled:
@@ -504,8 +511,8 @@ class Trainer:
         save_state(state_path, {
             "step": self.step,
             "world_size": self.info.world_size,
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
+            **({} if self.opt_d is None else {"opt_d": self.opt_d.state_dict(), "sched_d": self.sched_d.state_dict()}),
             "rng": rngs,
             "samples_per_rank": self.step * self.cfg.batch_size,
         })
@@ -544,18 +551,21 @@ class Trainer:
         a damaged pair raises CheckpointError naming the file.
         """
         model_path = self.ckpt_dir / latest["model"]
-        model, disc = load_checkpoint(model_path, device="cpu", with_discriminator=True)
+        loaded = load_checkpoint(model_path, device="cpu", with_discriminator=self.disc is not None)
+        model, disc = loaded if self.disc is not None else (loaded, None)
         if model.cfg.to_dict() != self.cfg.model.to_dict():
             raise _OtherArchitecture(f"{model_path} was trained with model config {model.cfg.name!r} "
                                      f"differing from this run's; use --init-from to start a new run from it")
         state_path = self.ckpt_dir / latest["state"]
         state = load_state(state_path)
-        _check_trainer_state(state_path, state, latest["step"], {"opt_g": self.opt_g, "opt_d": self.opt_d})
+        optimizers = {"opt_g": self.opt_g, **({} if self.opt_d is None else {"opt_d": self.opt_d})}
+        _check_trainer_state(state_path, state, latest["step"], optimizers)
         try:
             self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
             self.sched_g.load_state_dict(state["sched_g"])
-            self.sched_d.load_state_dict(state["sched_d"])
+            if self.opt_d is not None:
+                self.opt_d.load_state_dict(state["opt_d"])
+                self.sched_d.load_state_dict(state["sched_d"])
             rngs = state["rng"]
             if len(rngs) == self.info.world_size:
                 self._set_rng_state(rngs[self.info.rank])
@@ -566,7 +576,8 @@ class Trainer:
             raise CheckpointError(f"{state_path}: the trainer state is damaged ({type(exc).__name__}: "
                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from None
         self.model.load_state_dict(model.state_dict())
-        self.disc.load_state_dict(disc.state_dict())
+        if disc is not None:
+            self.disc.load_state_dict(disc.state_dict())
         self.step = int(state["step"])
         self._loaded_step = self.step
         self.log(f"resumed from {model_path} at step {self.step}")
@@ -579,7 +590,7 @@ class Trainer:
         except CheckpointError:
             src, src_disc = load_checkpoint(path, device="cpu"), None
         loaded, skipped = _copy_matching(self.model, src.state_dict())
-        if src_disc is not None:
+        if src_disc is not None and self.disc is not None:
             d_loaded, d_skipped = _copy_matching(self.disc, src_disc.state_dict())
             loaded += d_loaded
             skipped += [f"D.{k}" for k in d_skipped]
@@ -595,7 +606,7 @@ class _OtherArchitecture(CheckpointError):
 
 def _check_trainer_state(path: Path, state, step: int, optimizers: dict) -> None:
     """CheckpointError unless ``state`` has the trainer's keys, the right step and optimizer shapes."""
-    keys = ("step", "opt_g", "opt_d", "sched_g", "sched_d", "rng")
+    keys = ("step", "sched_g", "rng", *optimizers, *(f"sched_{name[4:]}" for name in optimizers if name != "opt_g"))
     if not isinstance(state, dict) or any(k not in state for k in keys):
         raise CheckpointError(f"{path}: not a complete trainer state (expected {', '.join(keys)})")
     if state["step"] != step:

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..geometry import make_coordinate_grid, no_autocast
-from .blocks import DownBlock2d, UpBlock3d, level_width
+from .blocks import Conv3d, DownBlock2d, UpBlock3d, level_width
 
 
 def gaussian_kernel(scale: float) -> torch.Tensor:
@@ -69,7 +69,7 @@ class CanonicalKeypointDetector(nn.Module):
               for i in reversed(range(nb)))
         )
         ks = cfg.kp_heatmap_kernel
-        self.heatmap = nn.Conv3d(be, cfg.num_keypoints, ks, padding=ks // 2)
+        self.heatmap = Conv3d(be, cfg.num_keypoints, ks, padding=ks // 2)
         self.gaussian = GaussianDownsample(self.scale) if cfg.kp_downsample == "gaussian" and self.scale != 1 else None
 
     def downscale(self, image: torch.Tensor) -> torch.Tensor:

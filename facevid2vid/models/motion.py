@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..geometry import keypoint_flows, kp2gaussian
 from ..structures import MotionSourceCache
-from .blocks import Hourglass3d, warp_3d
+from .blocks import Conv3d, Hourglass3d, warp_3d
 
 
 @dataclass
@@ -36,14 +36,14 @@ class MotionFieldEstimator(nn.Module):
             raise ValueError(f"volume size {cfg.volume_size} is not divisible by 2**motion_num_blocks")
         self.flow_mode = cfg.flow_mode
         self.variance = cfg.kp_variance
-        self.compress = nn.Sequential(nn.Conv3d(c, cc, 1), nn.BatchNorm3d(cc), nn.ReLU(inplace=True))
+        self.compress = nn.Sequential(Conv3d(c, cc, 1), nn.BatchNorm3d(cc), nn.ReLU(inplace=True))
         self.warp_options = dict(align_corners=cfg.warp_align_corners, padding=cfg.warp_padding)
         self.hourglass = Hourglass3d((k + 1) * (cc + 1), cfg.motion_block_expansion,
                                      cfg.motion_num_blocks, cfg.motion_max_features, final_conv=cfg.motion_final_conv,
                                      upsample=cfg.upsample_3d, downsample=cfg.downsample_3d)
         out = self.hourglass.out_channels
         ks = cfg.motion_mask_kernel
-        self.mask = nn.Conv3d(out, k + 1, ks, padding=ks // 2)
+        self.mask = Conv3d(out, k + 1, ks, padding=ks // 2)
         self.occlusion = nn.Conv2d(out * d, 1, 7, padding=3) if cfg.estimate_occlusion else None
 
     def prepare_source(self, features: torch.Tensor, kp_source: torch.Tensor) -> MotionSourceCache:

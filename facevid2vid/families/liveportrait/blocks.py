@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from facevid2vid.models.blocks import Conv3d
+
 
 class SameBlock2d(nn.Module):
     """Conv -> BatchNorm -> ReLU (or LeakyReLU with slope 0.01) at constant resolution."""
@@ -42,8 +44,8 @@ class ResBlock3d(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv1 = Conv3d(channels, channels, 3, padding=1)
+        self.conv2 = Conv3d(channels, channels, 3, padding=1)
         self.norm1 = nn.BatchNorm3d(channels)
         self.norm2 = nn.BatchNorm3d(channels)
 
@@ -57,7 +59,7 @@ class DownBlock3d(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        self.conv = Conv3d(cin, cout, 3, padding=1)
         self.norm = nn.BatchNorm3d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ class UpBlock3d(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, 3, padding=1)
+        self.conv = Conv3d(cin, cout, 3, padding=1)
         self.norm = nn.BatchNorm3d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +98,7 @@ class Hourglass3d(nn.Module):
             UpBlock3d((1 if i == num_blocks - 1 else 2) * _width(block_expansion, i + 1, max_features),
                       _width(block_expansion, i, max_features)) for i in reversed(range(num_blocks)))
         self.out_channels = block_expansion + in_channels
-        self.conv = nn.Conv3d(self.out_channels, self.out_channels, 3, padding=1)
+        self.conv = Conv3d(self.out_channels, self.out_channels, 3, padding=1)
         self.norm = nn.BatchNorm3d(self.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from facevid2vid.models.blocks import Conv3d
 from facevid2vid.structures import MotionSourceCache
 
 from .blocks import Hourglass3d, SameBlock2d
@@ -52,12 +53,12 @@ class DenseMotion(nn.Module):
         super().__init__()
         k, cc = cfg.num_keypoints, cfg.motion_compressed_channels
         self.num_keypoints, self.variance = k, cfg.kp_variance
-        self.compress = nn.Conv3d(cfg.feature_channels, cc, 1)
+        self.compress = Conv3d(cfg.feature_channels, cc, 1)
         self.norm = nn.BatchNorm3d(cc)
         self.hourglass = Hourglass3d((k + 1) * (cc + 1), cfg.motion_block_expansion, cfg.motion_num_blocks,
                                      cfg.motion_max_features)
         out = self.hourglass.out_channels
-        self.mask = nn.Conv3d(out, k + 1, 7, padding=3)
+        self.mask = Conv3d(out, k + 1, 7, padding=3)
         self.occlusion = nn.Conv2d(out * cfg.feature_depth, 1, 7, padding=3) if cfg.estimate_occlusion else None
 
     def prepare_source(self, features: torch.Tensor, kp_source: torch.Tensor) -> MotionSourceCache:

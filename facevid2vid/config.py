@@ -264,6 +264,7 @@ class TrainConfig:
     lr_discriminator: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     max_steps: int = 100_000
+    max_minutes: float = 0.0  # also stop after this much wall time in fit (0: no limit); for equal-budget runs
     lr_milestones: tuple[int, ...] = (60_000, 90_000)  # step decay by lr_gamma
     lr_gamma: float = 0.1
     grad_clip: float = 10.0
@@ -307,6 +308,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not _is_number(self.max_minutes) or self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be a finite number >= 0, got {self.max_minutes!r}")
         if not _is_number(self.still_fraction) or not 0 <= self.still_fraction <= 1:
             raise ValueError(f"still_fraction must be in 0..1, got {self.still_fraction!r}")
 

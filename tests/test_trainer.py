@@ -134,6 +134,25 @@ def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path):
     assert "received SIGTERM" in (run / "train.log").read_text()
 
 
+def test_time_budget_stops_and_saves(data_dir, tmp_path):
+    """--max-minutes: the run stops once its wall time is spent, with a checkpoint (equal-budget comparisons)."""
+    import time
+
+    run = tmp_path / "run"
+    tr = Trainer(_cfg(max_minutes=0.5 / 60), data_dir, run, device="cpu", progress=False, console=False)
+    step_fn = tr.train_step
+
+    def slow_step(batch):
+        time.sleep(0.2)
+        return step_fn(batch)
+
+    tr.train_step = slow_step
+    step = tr.fit(1000)
+    assert 1 <= step < 1000
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == step
+    assert "after 0.00833333 minutes" in (run / "train.log").read_text()
+
+
 def test_init_from_another_resolution(data_dir, tmp_path, one_step_run):
     src, run = one_step_run
     cfg96 = _cfg()

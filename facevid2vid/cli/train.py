@@ -8,7 +8,7 @@ from facevid2vid.config import PRESETS
 
 # the options override the TrainConfig of --preset or --config (build_config): every default is None
 TRAIN = OptionTable("facevid2vid.config:TrainConfig",
-                    {"max_steps": "max_steps", "batch_size": "batch_size", "workers": "num_workers",
+                    {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_size": "batch_size", "workers": "num_workers",
                      "checkpoint_every": "checkpoint_every", "vgg19": "vgg19_weights", "seed": "seed"},
                     overrides=True)
 OPTION_TABLES = (TRAIN,)
@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="output folder of `facevid2vid prepare`")
     p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, TensorBoard")
     p.add_argument("--max-steps", type=nonnegative_int, default=None, metavar="N", help="stop after N steps (default: config)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="also stop after M minutes of training (a checkpoint is saved; default: config, 0 = no limit)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in RUN_DIR")
     p.add_argument("--init-from", metavar="CKPT", default=None,
                    help="start from another checkpoint's weights (e.g. 256 -> 512 fine-tune)")

@@ -346,6 +346,7 @@ class Trainer:
             bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, desc="train",
                        dynamic_ncols=True)
             t_last, step_last = time.perf_counter(), self.step
+            started = t_last
             try:
                 while self.step < max_steps:
                     stats = self.train_step(next(it))
@@ -359,8 +360,10 @@ class Trainer:
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
                         saved_at = self.step
-                    if D.any_rank(self._stop, self.device):
-                        self.log(f"stopping at step {self.step} on request")
+                    out_of_time = bool(cfg.max_minutes) and now - started > 60 * cfg.max_minutes
+                    if D.any_rank(self._stop or out_of_time, self.device):
+                        self.log(f"stopping at step {self.step} "
+                                 + ("on request" if self._stop else f"after {cfg.max_minutes:g} minutes"))
                         break
             except KeyboardInterrupt:  # only when the handlers could not be installed
                 self.log(f"interrupted at step {self.step}")

@@ -77,6 +77,9 @@ def build_perception(cfg: TrainConfig, device: torch.device) -> PerceptionTerms:
     """CheckpointError naming ``weights fetch`` when a configured network is not in the cache."""
     perceptual = _perceptual(cfg, device)
     identity = _identity(cfg, device)
+    family = family_of_config(cfg.model)
+    if family != FACEVID2VID:  # the head-pose term is face-vid2vid's: no teacher runs for the 2D families
+        return PerceptionTerms(perceptual, identity, None, f"none ({spec(family).label} has no head pose)")
     teacher, name = _pose_teacher(cfg, device)
     return PerceptionTerms(perceptual, identity, teacher, name)
 

@@ -211,6 +211,10 @@ class Trainer:
         stills = (f"; {len(ds.still_idx)} still photos, still pairs {100 * ds.still_fraction:.0f}% of samples"
                   if ds.still_idx else "")
         self.log(f"data {data_dir}: {len(ds.video_idx)} video clips, {frames - len(ds.still_idx)} frames{stills}")
+        if self.disc is None:  # a 2D family: its Objective holds its own losses
+            objective = self.gen_obj.module if self.info.enabled else self.gen_obj
+            self.log(f"losses: {getattr(objective, 'summary', type(objective).__name__)}")
+            return
         self.log(self._reconstruction_summary())
         gan = (f"hinge GAN (weight {w.gan}) from step {cfg.gan_start_step}" if cfg.use_gan and self.disc is not None
                else "GAN off")

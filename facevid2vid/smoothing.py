@@ -21,7 +21,11 @@ inputs up to ``t``, so it runs live, one frame (or one batch of consecutive fram
 and roll (filtered in radians, so that one ``beta`` serves angles and positions alike: a
 keypoint one normalised unit from the rotation centre moves one unit per radian),
 translation and the expression deltas. The angles stay within the estimator's +-99 degrees,
-so nothing is unwrapped.
+so nothing is unwrapped. The other families' motion is filtered as its ``vector()`` with the
+same settings: :class:`~facevid2vid.structures.KeypointMotion` (FOMM, Monkey-Net: keypoint
+coordinates in normalised units and, for FOMM, the Jacobian entries) and
+:class:`~facevid2vid.structures.CodeMotion` (X2Face's driving code), so ``--smooth`` works for
+every family.
 """
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ from dataclasses import dataclass
 import torch
 
 from facevid2vid.errors import InputError
-from facevid2vid.structures import HeadMotion
+from facevid2vid.structures import CodeMotion, HeadMotion, KeypointMotion
+
+Motion = HeadMotion | KeypointMotion | CodeMotion
 
 
 @dataclass
@@ -111,8 +117,11 @@ class OneEuroFilter:
         return torch.stack([self.step(x) for x in xs.unbind(dim)], dim)
 
 
-def _pack(motion: HeadMotion) -> torch.Tensor:
-    """(T, 6 + 3K [+ 1]): yaw, pitch, roll in radians, translation, expression deltas (row-major), scale."""
+def _pack(motion: Motion) -> torch.Tensor:
+    """(T, 6 + 3K [+ 1]): yaw, pitch, roll in radians, translation, expression deltas (row-major), scale;
+    the other families: their ``vector()`` (T, P)."""
+    if not isinstance(motion, HeadMotion):
+        return motion.vector().float()
     angles = torch.stack([motion.yaw, motion.pitch, motion.roll], dim=1).float().deg2rad()
     parts = [angles, motion.translation.float(), motion.delta.float().flatten(1)]
     if motion.scale is not None:
@@ -120,7 +129,14 @@ def _pack(motion: HeadMotion) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _unpack(packed: torch.Tensor, like: HeadMotion) -> HeadMotion:
+def _unpack(packed: torch.Tensor, like: Motion) -> Motion:
+    if isinstance(like, KeypointMotion):
+        k = like.kp.shape[1]
+        out = KeypointMotion.from_vector(packed, k, like.jacobian is not None)
+        return KeypointMotion(out.kp.to(like.kp.dtype), None if out.jacobian is None else
+                              out.jacobian.to(like.jacobian.dtype))
+    if isinstance(like, CodeMotion):
+        return CodeMotion.from_vector(packed.to(like.code.dtype))
     angles = packed[:, :3].rad2deg().to(like.yaw.dtype)
     k3 = like.delta[0].numel()
     scale = None if like.scale is None else packed[:, 6 + k3].to(like.scale.dtype)
@@ -129,11 +145,12 @@ def _unpack(packed: torch.Tensor, like: HeadMotion) -> HeadMotion:
 
 
 class MotionSmoother:
-    """One Euro filter on a stream of :class:`HeadMotion` batches (time along the batch), causal.
+    """One Euro filter on a stream of motion batches (time along the batch), causal.
 
-    Call it with consecutive batches of driving motion in order; the state carries across
-    calls, so batch boundaries change nothing. The angle logits are dropped (they no longer
-    describe the smoothed angles).
+    Takes :class:`HeadMotion`, :class:`KeypointMotion` or :class:`CodeMotion` (one kind per
+    stream). Call it with consecutive batches of driving motion in order; the state carries
+    across calls, so batch boundaries change nothing. The angle logits are dropped (they no
+    longer describe the smoothed angles).
     """
 
     def __init__(self, fps: float, settings: SmoothingSettings | None = None):
@@ -145,8 +162,8 @@ class MotionSmoother:
     def reset(self) -> None:
         self.filter.reset()
 
-    def __call__(self, motion: HeadMotion) -> HeadMotion:
-        if motion.yaw.shape[0] == 0:
+    def __call__(self, motion: Motion) -> Motion:
+        if isinstance(motion, HeadMotion) and motion.yaw.shape[0] == 0:
             return HeadMotion(motion.yaw, motion.pitch, motion.roll, motion.translation, motion.delta,
                               scale=motion.scale)
         return _unpack(self.filter(_pack(motion)), motion)
@@ -161,14 +178,18 @@ def motion_smoother(settings: SmoothingSettings | None, fps: float | None) -> Mo
     return MotionSmoother(fps, settings)
 
 
-def smooth_motion(motions: HeadMotion | Iterable[HeadMotion], fps: float,
-                  settings: SmoothingSettings | None = None) -> HeadMotion:
-    """Smooth a whole motion sequence (one batched HeadMotion, or per-frame / per-batch HeadMotions in order).
+def smooth_motion(motions: Motion | Iterable[Motion], fps: float, settings: SmoothingSettings | None = None) -> Motion:
+    """Smooth a whole motion sequence (one batched motion, or per-frame / per-batch motions in order).
 
-    ``settings`` None uses the defaults with smoothing on; settings with ``enabled`` False return
-    the motion unchanged (concatenated).
+    Any family's motion (HeadMotion, KeypointMotion, CodeMotion). ``settings`` None uses the
+    defaults with smoothing on; settings with ``enabled`` False return the motion unchanged
+    (concatenated).
     """
-    motion = motions if isinstance(motions, HeadMotion) else HeadMotion.cat(list(motions))
+    if isinstance(motions, (HeadMotion, KeypointMotion, CodeMotion)):
+        motion = motions
+    else:
+        items = list(motions)
+        motion = type(items[0]).cat(items)
     settings = settings or SmoothingSettings(enabled=True)
     if not settings.enabled:
         return motion

@@ -132,6 +132,34 @@ def test_smooth_motion_filters_every_field_in_radians():
     assert smooth_motion(motion, FPS, SmoothingSettings(enabled=False)) is motion
 
 
+def test_keypoint_and_code_motion_are_smoothed_as_their_vectors():
+    from facevid2vid.structures import CodeMotion, KeypointMotion
+
+    g = torch.Generator().manual_seed(2)
+    n, k = 40, 10
+    still = KeypointMotion(0.5 * torch.rand(1, k, 2, generator=g) - 0.25, torch.eye(2).expand(1, k, 2, 2))
+    noise = KeypointMotion(0.01 * torch.randn(n, k, 2, generator=g), 0.03 * torch.randn(n, k, 2, 2, generator=g))
+    motion = KeypointMotion(still.kp + noise.kp, still.jacobian + noise.jacobian)  # a still face, jittery estimates
+    settings = SmoothingSettings(True)
+    out = smooth_motion(motion, FPS, settings)
+    assert isinstance(out, KeypointMotion) and out.kp.shape == (n, k, 2) and out.jacobian.shape == (n, k, 2, 2)
+    s = settings
+    assert torch.allclose(out.vector(), OneEuroFilter(FPS, s.min_cutoff, s.beta, s.d_cutoff)(motion.vector()))
+    for name in ("kp", "jacobian"):  # frame-to-frame change falls
+        assert getattr(out, name).diff(dim=0).abs().mean() < 0.5 * getattr(motion, name).diff(dim=0).abs().mean()
+    smoother = MotionSmoother(FPS, settings)  # streamed in batches: the same numbers
+    parts = KeypointMotion.cat([smoother(motion.index(slice(i, i + 7))) for i in range(0, n, 7)])
+    assert torch.allclose(parts.jacobian, out.jacobian) and torch.allclose(parts.kp, out.kp)
+    per_frame = smooth_motion([motion.index(slice(i, i + 1)) for i in range(n)], FPS, settings)
+    assert torch.allclose(per_frame.kp, out.kp)
+    no_jacobian = smooth_motion(KeypointMotion(motion.kp), FPS, settings)  # Monkey-Net: keypoints only
+    assert no_jacobian.jacobian is None and torch.allclose(no_jacobian.kp, out.kp)
+    assert MotionSmoother(FPS)(motion.index(slice(0, 0))).kp.shape == (0, k, 2)
+    code = CodeMotion(0.3 + 0.02 * torch.randn(n, 16, generator=g))  # X2Face
+    smoothed = smooth_motion(code, FPS, settings)
+    assert isinstance(smoothed, CodeMotion) and smoothed.code.diff(dim=0).abs().mean() < code.code.diff(dim=0).abs().mean()
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     with torch.random.fork_rng(devices=[]):

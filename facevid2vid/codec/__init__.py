@@ -1,8 +1,10 @@
-"""Neural video-call codec: one key frame, then head pose and expression per frame.
+"""Neural video-call codec: one key frame, then the motion (head pose and expression, or keypoints) per frame.
 
 The format is documented in docs/bitstream.md; rate and quality in docs/codec.md.
 
 - :mod:`.bitstream`: header and packets (CRC32, bounded parsing)
+- :mod:`.layout`: each model family's motion as the coded parameter vector (face-vid2vid,
+  LivePortrait, FOMM, Monkey-Net)
 - :mod:`.quantize`: per-parameter steps, integer indices
 - :mod:`.entropy`: adaptive context models, constriction range coding
 - :mod:`.keyframe`: intra coding of key frames (AVIF / WebP)

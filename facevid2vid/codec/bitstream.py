@@ -13,16 +13,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from facevid2vid.codec.quantize import ANGLE_LIMIT, EXPRESSION_LIMIT, MAX_INDEX, SCALE_LIMIT, TRANSLATION_LIMIT
+from facevid2vid.codec.layout import step_limits
+from facevid2vid.codec.quantize import MAX_INDEX, SCALE_LIMIT
 from facevid2vid.errors import BitstreamError
 
 MAGIC = b"FV2V"
 VERSION = 2  # 2 added the output frame size, the model family and its scale step; version 1 is still read
 
-# model families (a fixed table: never renumber); the family fixes the motion's parameters
+# model families (a fixed table: never renumber); the family fixes the motion's parameters (codec.layout)
 FAMILY_FACEVID2VID = 0  # 6 + 3K: angles, translation, expression
 FAMILY_LIVEPORTRAIT = 1  # 7 + 3K: ... and the keypoint scale
-FAMILY_NAMES = {FAMILY_FACEVID2VID: "facevid2vid", FAMILY_LIVEPORTRAIT: "liveportrait"}
+FAMILY_FOMM = 2  # 6K: per keypoint x, y and its Jacobian (row-major); steps tx, ty and expression
+FAMILY_MONKEYNET = 3  # 2K: per keypoint x, y; steps tx and ty
+FAMILY_NAMES = {FAMILY_FACEVID2VID: "facevid2vid", FAMILY_LIVEPORTRAIT: "liveportrait", FAMILY_FOMM: "fomm",
+                FAMILY_MONKEYNET: "monkeynet"}
 FAMILY_IDS = {name: fid for fid, name in FAMILY_NAMES.items()}
 SCALED_FAMILIES = (FAMILY_LIVEPORTRAIT,)
 
@@ -59,7 +63,8 @@ class StreamHeader:
 
     ``steps`` are the quantizer step sizes (yaw, pitch, roll in degrees; tx, ty, tz and
     expression in normalised keypoint units), so the format does not depend on how an
-    encoder maps ``quality`` to steps.
+    encoder maps ``quality`` to steps. The keypoint families use some of them
+    (:mod:`facevid2vid.codec.layout`: FOMM's x, y and Jacobians the tx, ty and expression steps).
     """
 
     model_hash: bytes  # 16 bytes: checkpoint.model_fingerprint of the model both sides must hold
@@ -89,6 +94,11 @@ class StreamHeader:
     @property
     def fps(self) -> float:
         return self.fps_num / self.fps_den
+
+    @property
+    def family_name(self) -> str:
+        """"facevid2vid", "liveportrait", "fomm" or "monkeynet"."""
+        return FAMILY_NAMES[self.family]
 
     @property
     def has_scale(self) -> bool:
@@ -129,11 +139,10 @@ class StreamHeader:
         self._validate_family(bad)
         if len(self.steps) != NUM_STEPS:
             bad("steps", 37, f"need {NUM_STEPS} step sizes, got {len(self.steps)}")
-        for i, step in enumerate(self.steps):
+        for i, (step, limit) in enumerate(zip(self.steps, step_limits(self.family_name))):
             # NaN fails both comparisons
             if not (1e-6 <= step <= 100.0):
                 bad("steps", 37 + 4 * i, f"step {i} = {step!r} is outside 1e-6..100")
-            limit = ANGLE_LIMIT if i < 3 else TRANSLATION_LIMIT if i < 6 else EXPRESSION_LIMIT
             if math.ceil(limit / step) > MAX_INDEX:
                 bad("steps", 37 + 4 * i, f"step {i} = {step!r} is too fine (more than {MAX_INDEX} levels)")
 

@@ -23,8 +23,9 @@ import numpy as np
 from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.entropy import MotionEntropyCoder
 from facevid2vid.codec.keyframe import decode_image
-from facevid2vid.codec.quantize import Quantizer, QuantizerSteps, array_to_motion
-from facevid2vid.errors import BitstreamError
+from facevid2vid.codec.layout import layout_for, model_layout
+from facevid2vid.codec.quantize import Quantizer, QuantizerSteps
+from facevid2vid.errors import BitstreamError, InputError
 
 # what a live decoder reports for each packet
 STATUS_OK = "ok"
@@ -58,22 +59,24 @@ class PacketReport:
 
 
 def check_model(header: bs.StreamHeader, model) -> None:
-    """BitstreamError unless ``model`` is the one the stream was encoded for."""
-    from facevid2vid.checkpoint import model_fingerprint
+    """BitstreamError unless ``model`` is the one the stream was encoded for (family, hash, size, keypoints)."""
+    from facevid2vid.checkpoint import model_family, model_fingerprint
 
+    family = model_family(model)
+    if header.family_name != family:
+        raise BitstreamError(f"the stream is for a {header.family_name} model; this one is {family}")
     fingerprint = model_fingerprint(model)
     if header.model_hash != fingerprint:
         raise BitstreamError(f"the stream was made for another model (hash {header.model_hash.hex()}); "
                              f"this checkpoint's hash is {fingerprint.hex()}: decode with the encoder's checkpoint")
-    from facevid2vid.checkpoint import model_family
-
-    family = model_family(model)
-    if bs.FAMILY_NAMES[header.family] != family:
-        raise BitstreamError(f"the stream is for a {bs.FAMILY_NAMES[header.family]} model; this one is {family}")
-    cfg = model.cfg
-    if (header.width, header.height) != (cfg.image_size, cfg.image_size) or header.num_keypoints != cfg.num_keypoints:
+    try:
+        keypoints = model_layout(model).num_keypoints
+    except InputError as exc:
+        raise BitstreamError(f"the stream cannot be decoded with this model: {exc}") from None
+    size = model.cfg.image_size
+    if (header.width, header.height) != (size, size) or header.num_keypoints != keypoints:
         raise BitstreamError(f"stream is {header.width}x{header.height} with {header.num_keypoints} keypoints; "
-                             f"the model is {cfg.image_size}x{cfg.image_size} with {cfg.num_keypoints}")
+                             f"the model is {size}x{size} with {keypoints}")
 
 
 class MotionStreamDecoder:
@@ -87,8 +90,9 @@ class MotionStreamDecoder:
     def __init__(self, header: bs.StreamHeader, strict: bool = True):
         self.header = header
         self.strict = strict
-        self.quantizer = Quantizer(QuantizerSteps.from_tuple(header.steps, header.scale_step), header.num_keypoints)
-        self.coder = MotionEntropyCoder(self.quantizer.limits)
+        self.layout = layout_for(header.family_name, header.num_keypoints)  # the family's motion parameters
+        self.quantizer = Quantizer(QuantizerSteps.from_tuple(header.steps, header.scale_step), self.layout)
+        self.coder = MotionEntropyCoder(self.quantizer.limits, self.layout.groups())
         self.next_frame = 0  # the frame index the next packet should start at
         self.synced = False  # a key frame has been decoded and nothing lost since
         self.ended = False
@@ -239,7 +243,7 @@ class StreamDecoder:
 
         def flush():
             if pending:
-                motion = array_to_motion(np.stack(pending), self.header.num_keypoints, scale=self.header.has_scale)
+                motion = self.motion.layout.from_array(np.stack(pending))
                 # models may render larger than their input (LivePortrait: 2x); resized as key frames are
                 out.extend(self._resize(to_uint8(self.animator.render(self.source, motion))))
                 pending.clear()

@@ -26,8 +26,8 @@ import torch
 from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.entropy import MotionEntropyCoder
 from facevid2vid.codec.keyframe import CODEC_IDS, decode_image, encode_image
-from facevid2vid.codec.quantize import (DEFAULT_QUALITY, Quantizer, QuantizerSteps, array_to_motion,
-                                        motion_to_array, steps_for_quality)
+from facevid2vid.codec.layout import MotionLayout, model_layout
+from facevid2vid.codec.quantize import DEFAULT_QUALITY, Quantizer, QuantizerSteps
 from facevid2vid.errors import InputError
 from facevid2vid.metrics.image import psnr
 from facevid2vid.smoothing import SmoothingSettings, motion_smoother
@@ -145,11 +145,13 @@ def fps_fraction(fps: float | Fraction) -> Fraction:
     return rate
 
 
-def _stream_steps(settings: EncoderSettings, with_scale: bool) -> QuantizerSteps:
-    """The quantizer steps of a stream: explicit ones or those of the quality; a scale step iff the model has one."""
-    steps = settings.steps or steps_for_quality(settings.quality, with_scale=with_scale)
+def _stream_steps(settings: EncoderSettings, layout: MotionLayout) -> QuantizerSteps:
+    """The quantizer steps of a stream: explicit ones or the family's at the quality; a scale step iff the
+    motion has one."""
+    with_scale = layout.uses_scale
+    steps = settings.steps or layout.default_steps(settings.quality)
     if with_scale and steps.scale is None:
-        steps = QuantizerSteps(*steps.as_tuple(), scale=steps_for_quality(settings.quality, with_scale=True).scale)
+        steps = QuantizerSteps(*steps.as_tuple(), scale=layout.default_steps(settings.quality).scale)
     if not with_scale and steps.scale is not None:
         steps = QuantizerSteps(*steps.as_tuple())
     return steps
@@ -158,8 +160,9 @@ def _stream_steps(settings: EncoderSettings, with_scale: bool) -> QuantizerSteps
 class Encoder:
     """Streaming sender: call :meth:`encode` with batches of face crops, then :meth:`finish`.
 
-    It owns the :class:`~facevid2vid.structures.SourceEncoding` of the receiver's current key
-    frame, so several encoders (and decoders) can share one Animator.
+    It owns the source encoding of the receiver's current key frame, so several encoders (and
+    decoders) can share one Animator. Any family with a :mod:`~facevid2vid.codec.layout` works
+    (face-vid2vid, LivePortrait, FOMM, Monkey-Net); others raise InputError.
 
     Args:
         animator: an :class:`~facevid2vid.inference.Animator` with the model the receiver holds.
@@ -173,29 +176,27 @@ class Encoder:
 
     def __init__(self, animator, fps: float | Fraction, settings: EncoderSettings | None = None,
                  frame_size: int | None = None):
-        from facevid2vid.checkpoint import model_family, model_fingerprint
+        from facevid2vid.checkpoint import model_fingerprint
 
         self.settings = settings or EncoderSettings()
         self.settings.validate()
         self.animator = animator
-        cfg = animator.model.cfg
-        self.size = cfg.image_size
+        self.layout = model_layout(animator.model)  # InputError for families the codec cannot code
+        self.size = animator.model.cfg.image_size
         self.frame_size = int(frame_size or self.size)
-        self.num_keypoints = cfg.num_keypoints
+        self.num_keypoints = self.layout.num_keypoints
         rate = fps_fraction(fps)
-        family = bs.FAMILY_IDS[model_family(animator.model)]
-        self.has_scale = family in bs.SCALED_FAMILIES
-        steps = _stream_steps(self.settings, self.has_scale)
+        steps = _stream_steps(self.settings, self.layout)
         self.header = bs.StreamHeader(model_fingerprint(animator.model), self.size, self.size, rate.numerator,
                                       rate.denominator, self.num_keypoints, self.settings.quality, steps.as_tuple(),
-                                      output_width=self.frame_size, output_height=self.frame_size, family=family,
-                                      scale_step=steps.scale_step or 0.0)
+                                      output_width=self.frame_size, output_height=self.frame_size,
+                                      family=bs.FAMILY_IDS[self.layout.family], scale_step=steps.scale_step or 0.0)
         self.header.validate()
-        self.source = None  # SourceEncoding of the last key frame, as the receiver derives it
+        self.source = None  # source encoding of the last key frame, as the receiver derives it
         # quantise with exactly the (float32) steps the receiver reads from the header
         self.quantizer = Quantizer(QuantizerSteps.from_tuple(self.header.steps, self.header.scale_step),
-                                   self.num_keypoints, self.settings.hysteresis)
-        self.coder = MotionEntropyCoder(self.quantizer.limits)
+                                   self.layout, self.settings.hysteresis)
+        self.coder = MotionEntropyCoder(self.quantizer.limits, self.layout.groups())
         # causal: each frame's motion is smoothed with the frames before it, across encode() calls
         self.smoother = motion_smoother(self.settings.smoothing, float(rate))
         self.codec = CODEC_IDS[self.settings.keyframe_codec]
@@ -326,7 +327,7 @@ class Encoder:
         motion = self.animator.estimate_motion(to_tensor(frames))
         if self.smoother is not None:
             motion = self.smoother(motion)  # what is quantised and sent is the smoothed motion
-        values = motion_to_array(motion)  # (N, P) float32
+        values = self.layout.to_array(motion)  # (N, P) float32
         packets: list[bytes] = []
         i = 0
         while i < n:
@@ -369,7 +370,7 @@ class Encoder:
         Models that render larger (LivePortrait: 2S) are area-averaged down to S, so the drift
         PSNR compares like with like; the receiver itself shows the full-size render, resized.
         """
-        motion = array_to_motion(values, self.num_keypoints, scale=self.has_scale)
+        motion = self.layout.from_array(values)
         synth = self.animator.render(self.source, motion)
         if synth.shape[-1] != self.size:
             synth = torch.nn.functional.interpolate(synth, size=(self.size, self.size), mode="area")

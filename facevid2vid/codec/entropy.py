@@ -5,7 +5,8 @@ DPCM, so nothing can drift) and the residual is coded with an adaptive categoric
 
 - alphabet: residuals -R..R and one escape symbol; an escaped parameter's index follows,
   coded uniformly over its whole range ``[-max_index, max_index]``;
-- models: one per (group, context); groups are angles, translation and expression; the
+- models: one per (group, context); groups are angles, translation and expression (each
+  family's :mod:`~facevid2vid.codec.layout` assigns its parameters to them); the
   context of a parameter is ``min(|its previous residual|, 2)`` (escape counts as 2), so
   still and moving parameters use different statistics;
 - adaptation: integer counts, incremented after each frame and halved when they grow
@@ -81,10 +82,16 @@ class CoderState:
 class MotionEntropyCoder:
     """Encodes/decodes runs of index vectors; both sides keep their own instance in lockstep."""
 
-    def __init__(self, max_indices: np.ndarray):
+    def __init__(self, max_indices: np.ndarray, groups: np.ndarray | None = None):
+        """``groups`` (P,): each parameter's group (a MotionLayout's); None: face-vid2vid's or LivePortrait's,
+        told apart by P."""
         self.max_indices = np.asarray(max_indices, dtype=np.int64)  # (P,)
-        extra = (len(self.max_indices) - 6) % 3  # 1: the motion ends with a keypoint scale
-        self.groups = parameter_groups((len(self.max_indices) - 6) // 3, scale=extra == 1)
+        if groups is None:
+            extra = (len(self.max_indices) - 6) % 3  # 1: the motion ends with a keypoint scale
+            groups = parameter_groups((len(self.max_indices) - 6) // 3, scale=extra == 1)
+        self.groups = np.asarray(groups, dtype=np.int64)
+        if self.groups.shape != self.max_indices.shape or not np.all((0 <= self.groups) & (self.groups < NUM_GROUPS)):
+            raise ValueError(f"need a group in 0..{NUM_GROUPS - 1} for each of the {len(self.max_indices)} parameters")
         self.state = self._fresh(np.zeros_like(self.max_indices))
 
     @property

@@ -1,12 +1,13 @@
-"""Quantisation of head motion to integer indices, and back.
+"""Quantisation of motion to integer indices, and back.
 
-A frame's motion is one vector of P = 6 + 3K numbers: yaw, pitch, roll (degrees),
-translation (3) and the expression deltas (K x 3, row-major); families whose motion has a
-keypoint scale (LivePortrait) append it: P = 7 + 3K. Each number has its own
-step; the index is ``round(value / step)``. Everything after quantisation (prediction,
-entropy coding, dequantisation) works on these integers, so encoder and decoder agree
-bit for bit whatever the float maths of the machine: dequantisation is one float32
-product ``index * step``, which IEEE-754 defines exactly.
+A frame's motion is one vector of P numbers, laid out per model family by
+:mod:`facevid2vid.codec.layout`. For face-vid2vid it is P = 6 + 3K numbers: yaw, pitch, roll
+(degrees), translation (3) and the expression deltas (K x 3, row-major); families whose
+motion has a keypoint scale (LivePortrait) append it: P = 7 + 3K (the helpers below are these
+head-motion layouts). Each number has its own step; the index is ``round(value / step)``.
+Everything after quantisation (prediction, entropy coding, dequantisation) works on these
+integers, so encoder and decoder agree bit for bit whatever the float maths of the machine:
+dequantisation is one float32 product ``index * step``, which IEEE-754 defines exactly.
 """
 from __future__ import annotations
 
@@ -96,9 +97,13 @@ def value_limits(num_keypoints: int, scale: bool = False) -> np.ndarray:
 
 def max_indices(steps: QuantizerSteps, num_keypoints: int) -> np.ndarray:
     """Largest index magnitude of each parameter, int64 (6 + 3K,), or (7 + 3K,) with a scale step."""
-    limits = value_limits(num_keypoints, steps.scale is not None).astype(np.float64)
-    out = np.array([math.ceil(l / s) for l, s in zip(limits, steps.vector(num_keypoints).astype(np.float64))],
-                   dtype=np.int64)
+    return index_limits(value_limits(num_keypoints, steps.scale is not None), steps.vector(num_keypoints))
+
+
+def index_limits(limits: np.ndarray, step_vector: np.ndarray) -> np.ndarray:
+    """Largest index magnitude ``ceil(limit / step)`` of each parameter (in float64), int64 (P,)."""
+    limits, step_vector = np.asarray(limits, dtype=np.float64), np.asarray(step_vector, dtype=np.float64)
+    out = np.array([math.ceil(l / s) for l, s in zip(limits, step_vector)], dtype=np.int64)
     if out.max() > MAX_INDEX:
         raise ValueError(f"a step is too small: index range {out.max()} exceeds {MAX_INDEX}")
     return out
@@ -135,15 +140,21 @@ class Quantizer:
     ``hysteresis`` (in steps, encoder only) keeps the previous index while the value stays
     within ``0.5 + hysteresis`` steps of it: estimator jitter around a bin edge then costs
     no bits, at the price of a maximum error of ``0.5 + hysteresis`` steps.
+
+    ``layout`` is a :mod:`~facevid2vid.codec.layout` MotionLayout, or a keypoint count K for
+    face-vid2vid's head motion (LivePortrait's when ``steps`` has a scale step).
     """
 
-    def __init__(self, steps: QuantizerSteps, num_keypoints: int, hysteresis: float = 0.0):
+    def __init__(self, steps: QuantizerSteps, layout, hysteresis: float = 0.0):
         self.steps = steps
-        self.num_keypoints = num_keypoints
-        self.step_vector = steps.vector(num_keypoints)  # float32 (P,)
-        self.limits = max_indices(steps, num_keypoints)  # int64 (P,)
+        self.layout = layout
+        if isinstance(layout, int):
+            self.step_vector, limits = steps.vector(layout), value_limits(layout, steps.scale is not None)
+        else:
+            self.step_vector, limits = layout.step_vector(steps), layout.value_limits()
+        self.step_vector = np.asarray(self.step_vector, dtype=np.float32)  # (P,)
+        self.limits = index_limits(limits, self.step_vector)  # int64 (P,)
         self.hysteresis = float(hysteresis)
-        self.has_scale = steps.scale is not None
 
     @property
     def num_parameters(self) -> int:

@@ -281,6 +281,9 @@ class Trainer:
         """One Adam step of F, L, H/Delta, M, G with D frozen; (result, loss values by name)."""
         if self.disc is not None:
             self.disc.requires_grad_(False)
+        objective = self.gen_obj.module if self.info.enabled else self.gen_obj
+        if hasattr(objective, "step"):  # family objectives with a curriculum (X2Face) follow the run's step
+            objective.step = self.step
         res: GeneratorResult = self.gen_obj(b, warp, use_gan)
         loss_g = sum(res.losses.values())
         self.opt_g.zero_grad(set_to_none=True)

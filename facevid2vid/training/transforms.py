@@ -71,6 +71,22 @@ class RandomWarp:
             out = out + kernel @ self.control_weights.to(points)
         return out
 
+    def jacobian(self, points: torch.Tensor) -> torch.Tensor:
+        """dT/dp at points (B, N, 2) -> (B, N, 2, 2), ``[..., i, j] = dT_i / dp_j`` (FOMM's Jacobian equivariance).
+
+        In closed form: ``A + sum_j w_j (g_j (p - c_j))^T`` with ``g = log(r^2 + 1e-9) + r^2 / (r^2 + 1e-9)``,
+        the gradient of the spline basis ``0.5 r^2 log(r^2 + 1e-9)``; differentiable in ``points``.
+        """
+        theta = self.theta.to(points)
+        b, n, _ = points.shape
+        out = theta[:, :, :2].unsqueeze(1).expand(b, n, 2, 2)
+        if self.control_points is not None:
+            diff = points.unsqueeze(2) - self.control_points.to(points).view(1, 1, -1, 2)  # (B, N, P, 2)
+            r2 = diff.pow(2).sum(-1)
+            g = torch.log(r2 + 1e-9) + r2 / (r2 + 1e-9)  # (B, N, P)
+            out = out + torch.einsum("bnp,bpi,bnpj->bnij", g, self.control_weights.to(points), diff)
+        return out
+
     def warp_image(self, image: torch.Tensor) -> torch.Tensor:
         """Warped image (B, C, H, W): every output pixel p samples the input at T(p)."""
         b, _, h, w = image.shape

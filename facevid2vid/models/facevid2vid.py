@@ -30,6 +30,8 @@ class FaceVid2Vid(nn.Module):
     ``driving_keypoints`` -> ``synthesize`` (M and G). ``forward`` chains them for training.
     """
 
+    NETWORKS = MODULES  # checkpoint prefix -> attribute of each network (facevid2vid.complexity, checkpoints)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()

@@ -70,6 +70,7 @@ class LivePortrait(nn.Module):
     """
 
     family = "liveportrait"
+    NETWORKS = MODULES  # checkpoint prefix -> attribute of each network (facevid2vid.complexity, checkpoints)
 
     def __init__(self, cfg: LivePortraitConfig):
         super().__init__()

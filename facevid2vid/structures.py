@@ -248,9 +248,9 @@ class View:
     frontalize: bool = False
 
     def is_default(self) -> bool:
-        """No free-view control set (numbers 0, no translation, no frontalize)."""
-        return (not self.frontalize and self.translation is None
-                and all(isinstance(v, (int, float)) and v == 0 for v in (self.yaw, self.pitch, self.roll)))
+        """True when the view changes nothing: zero angles and translation (numbers or per-frame), no frontalize."""
+        values = [self.yaw, self.pitch, self.roll] + ([] if self.translation is None else [self.translation])
+        return not self.frontalize and not any(bool(torch.as_tensor(v).any()) for v in values)
 
     def _fields(self):
         return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll, "translation": self.translation}

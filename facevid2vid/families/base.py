@@ -73,3 +73,23 @@ def _check_field(name: str, value: Any, default: Any, bounds: tuple[int, int] | 
         if not isinstance(value, tuple) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                    for v in value):
             raise ValueError(f"{name} must be a list of numbers, got {value!r}")
+
+
+def check_image(image, cfg, what: str) -> None:
+    """InputError unless ``image`` is a (B, 3, S, S) tensor for a model of config ``cfg`` (S = image_size)."""
+    import torch
+
+    from facevid2vid.errors import InputError
+
+    s = cfg.image_size
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or tuple(image.shape[1:]) != (3, s, s):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError(f"{what} must be a (B, 3, {s}, {s}) tensor for model {cfg.name!r}, got {shape}")
+
+
+def refuse_free_view(view, label: str) -> None:
+    """InputError when a view asks for free view of a family without 3D keypoints (None: no view)."""
+    from facevid2vid.errors import InputError
+
+    if view is not None and not view.is_default():
+        raise InputError(f"free view needs face-vid2vid's 3D keypoints; {label} has none")

@@ -33,10 +33,28 @@ class GeneratorResult:
                                self.kp_source.detach(), self.kp_driving.detach())
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled; nothing on CPU (what every family's objective runs under)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def content_terms(pred: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, perceptual: nn.Module | None,
+                  identity: nn.Module | None, amp) -> dict[str, torch.Tensor]:
+    """The 2D families' appearance terms: perceptual (else multi-scale L1 without a perceptual network)
+    and face identity, weighted by ``cfg.loss``."""
+    w, terms = cfg.loss, {}
+    if perceptual is not None:
+        if w.perceptual:
+            with amp:
+                terms["perceptual"] = w.perceptual * perceptual(pred, target).float()
+    elif w.l1_pyramid:
+        terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, target, cfg.pyramid_scales)
+    if identity is not None and w.identity:
+        with amp:
+            terms["identity"] = w.identity * identity(pred, target).float()
+    return terms
 
 
 class GeneratorObjective(nn.Module):
@@ -54,7 +72,7 @@ class GeneratorObjective(nn.Module):
 
     def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool) -> GeneratorResult:
         """Every generator-side term on ``batch`` (on the model's device), in one call for DDP."""
-        amp = _autocast(batch.source.device, self.cfg.bf16)
+        amp = autocast(batch.source.device, self.cfg.bf16)
         with amp:
             fwd = self.model(batch.source, batch.driving)
         pred = fwd.generated.image.float()  # (B, 3, S, S)
@@ -126,7 +144,7 @@ class DiscriminatorObjective(nn.Module):
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor, kp: torch.Tensor) -> torch.Tensor:
         b = real.shape[0]
-        with _autocast(real.device, self.cfg.bf16):
+        with autocast(real.device, self.cfg.bf16):
             # one forward over real and fake together: DDP allows one forward per backward
             outs = self.discriminator(torch.cat([real, fake.detach()]), torch.cat([kp, kp]).detach())
         real_out = [([f[:b] for f in feats], logits[:b]) for feats, logits in outs]

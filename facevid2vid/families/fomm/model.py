@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facevid2vid.errors import InputError
+from facevid2vid.families.base import check_image, refuse_free_view
 from facevid2vid.structures import ImageSource, KeypointMotion, View
 
 from . import motion as relative
@@ -54,24 +54,19 @@ class FOMM(nn.Module):
         self.dense_motion = DenseMotionNetwork(cfg)
         self.generator = OcclusionAwareGenerator(cfg)
 
-    def _check_image(self, image: torch.Tensor, what: str) -> None:
-        s = self.cfg.image_size
-        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3 or image.shape[2:] != (s, s):
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise InputError(f"{what} must be a (B, 3, {s}, {s}) tensor for model {self.cfg.name!r}, got {shape}")
 
     def encode_source(self, image: torch.Tensor) -> ImageSource:
         """K, G's encoder and M's downscaling on source image(s) (B, 3, S, S) in [0, 1].
 
         ``features``: (G's encoder map (B, C, S / 2**num_down_blocks, ...), the source at M's scale (B, 3, h, w)).
         """
-        self._check_image(image, "source image")
+        check_image(image, self.cfg, "source image")
         features = (self.generator.encode(image), self.dense_motion.down(image))
         return ImageSource(image, self.kp_detector(image), features)
 
     def estimate_motion(self, frames: torch.Tensor) -> KeypointMotion:
         """K on driving frames (N, 3, S, S): keypoints (N, K, 2) and Jacobians (N, K, 2, 2)."""
-        self._check_image(frames, "driving image")
+        check_image(frames, self.cfg, "driving image")
         return self.kp_detector(frames)
 
     def synthesize(self, source: ImageSource, motion: KeypointMotion) -> tuple[torch.Tensor, DenseMotion]:
@@ -88,8 +83,7 @@ class FOMM(nn.Module):
 
     def render(self, source: ImageSource, motion: KeypointMotion, view: View | None = None) -> torch.Tensor:
         """Frames (N, 3, S, S) float32 in [0, 1] for absolute ``motion``; source and motion batch 1 or N."""
-        if view is not None and not view.is_default():
-            raise InputError("free view needs face-vid2vid's 3D keypoints; FOMM has none")
+        refuse_free_view(view, "FOMM")
         return self.synthesize(source, motion)[0].float().clamp(0, 1)
 
     def relative_motion(self, motion: KeypointMotion, reference: KeypointMotion,

@@ -20,7 +20,7 @@ from facevid2vid.data.batch import PairBatch
 from facevid2vid.geometry import no_autocast
 from facevid2vid.structures import KeypointMotion
 from facevid2vid.training import losses as L
-from facevid2vid.training.objective import GeneratorResult, _autocast
+from facevid2vid.training.objective import GeneratorResult, autocast, content_terms
 from facevid2vid.training.transforms import RandomWarp
 
 from .model import FOMM
@@ -49,28 +49,16 @@ class FOMMObjective(nn.Module):
 
     def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool = False) -> GeneratorResult:
         """Reconstruct ``batch.driving`` from ``batch.source``; ``use_gan`` is ignored (FOMM has no D here)."""
-        amp = _autocast(batch.source.device, self.cfg.bf16)
+        amp = autocast(batch.source.device, self.cfg.bf16)
         model = self.model
         with amp:
             source = model.encode_source(batch.source)
             driving = model.estimate_motion(batch.driving)
             pred = model.synthesize(source, driving)[0].float()  # (B, 3, S, S)
-        terms = self._appearance_terms(pred, batch.driving, amp)
+        terms = content_terms(pred, batch.driving, self.cfg, self.perceptual, self.identity, amp)
         if warp is not None:
             terms.update(self._equivariance_terms(batch.driving, driving, warp, amp))
         return GeneratorResult(terms, pred, source.motion.kp.float(), driving.kp.float())
-
-    def _appearance_terms(self, pred: torch.Tensor, target: torch.Tensor, amp) -> dict[str, torch.Tensor]:
-        w, terms = self.cfg.loss, {}
-        if self.perceptual is not None:
-            with amp:
-                terms["perceptual"] = w.perceptual * self.perceptual(pred, target).float()
-        elif w.l1_pyramid:
-            terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, target, self.cfg.pyramid_scales)
-        if self.identity is not None and w.identity:
-            with amp:
-                terms["identity"] = w.identity * self.identity(pred, target).float()
-        return terms
 
     def _equivariance_terms(self, image: torch.Tensor, driving: KeypointMotion, warp: RandomWarp,
                             amp) -> dict[str, torch.Tensor]:

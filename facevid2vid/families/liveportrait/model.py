@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facevid2vid.errors import InputError
+from facevid2vid.families.base import check_image
 from facevid2vid.geometry import angles_from_rotation, rotation_from_angles, user_rotation
 from facevid2vid.structures import HeadMotion, SourceEncoding, View
 
@@ -82,11 +82,6 @@ class LivePortrait(nn.Module):
         self.spade_generator = SPADEDecoder(cfg)
         self.stitching_retargeting_module = StitchingRetargeting(cfg)
 
-    def _check_image(self, image: torch.Tensor, what: str) -> None:
-        s = self.cfg.image_size
-        if image.dim() != 4 or image.shape[1] != 3 or image.shape[2] != s or image.shape[3] != s:
-            raise InputError(f"{what} must be a (B, 3, {s}, {s}) tensor for model {self.cfg.name!r}, "
-                             f"got {tuple(image.shape)}")
 
     def _motion(self, image: torch.Tensor) -> tuple[HeadMotion, torch.Tensor]:
         """(HeadMotion with scale and logits, canonical keypoints (B, K, 3)) of images (B, 3, S, S)."""
@@ -101,7 +96,7 @@ class LivePortrait(nn.Module):
 
     def encode_source(self, image: torch.Tensor) -> SourceEncoding:
         """F and M on the source image(s) (B, 3, S, S), plus W's source-only part."""
-        self._check_image(image, "source image")
+        check_image(image, self.cfg, "source image")
         motion, canonical = self._motion(image)
         rotation = rotation_from_angles(motion.yaw, motion.pitch, motion.roll).to(canonical.dtype)
         kp = keypoints(canonical, rotation, motion.delta, motion.scale, motion.translation)
@@ -112,7 +107,7 @@ class LivePortrait(nn.Module):
 
     def estimate_motion(self, image: torch.Tensor) -> HeadMotion:
         """M on driving frames (N, 3, S, S): pose, translation, expression and scale."""
-        self._check_image(image, "driving image")
+        check_image(image, self.cfg, "driving image")
         return self._motion(image)[0]
 
     def driving_keypoints(self, source: SourceEncoding, motion: HeadMotion, view: View | None = None,

@@ -7,29 +7,20 @@ with the displacement scaled by ``sqrt(area(x_s) / area(x_ref))`` (``cfg.relativ
 """
 from __future__ import annotations
 
-import math
-
 import torch
-from scipy.spatial import ConvexHull
 from torch import nn
 from torch.nn import functional as F
 
 from facevid2vid.errors import InputError
+from facevid2vid.families.base import check_image, refuse_free_view
 from facevid2vid.structures import ImageSource, KeypointMotion, View
 
+from ..fomm.motion import movement_scale  # the same convex-hull movement scale as FOMM's
 from .config import FAMILY, MonkeyNetConfig
 from .dense_motion import DenseMotion, DenseMotionNetwork
 from .generator import Generator
 from .kp_detector import KPDetector
 from .movement import heatmap_difference
-
-
-def hull_area(kp: torch.Tensor) -> float:
-    """Area of the convex hull of keypoints (K, 2); 0 when they span no area."""
-    try:
-        return float(ConvexHull(kp.detach().double().cpu().numpy()).volume)  # a 2D hull's "volume" is its area
-    except (RuntimeError, ValueError):  # scipy's QhullError is a RuntimeError
-        return 0.0
 
 
 class MonkeyNet(nn.Module):
@@ -48,11 +39,6 @@ class MonkeyNet(nn.Module):
         self.dense_motion = DenseMotionNetwork(cfg)
         self.generator = Generator(cfg)
 
-    def _check_image(self, image: torch.Tensor, what: str) -> None:
-        s = self.cfg.image_size
-        if not isinstance(image, torch.Tensor) or image.dim() != 4 or tuple(image.shape[1:]) != (3, s, s):
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise InputError(f"{what} must be a (B, 3, {s}, {s}) tensor for model {self.cfg.name!r}, got {shape}")
 
     def _motion_source(self, image: torch.Tensor) -> torch.Tensor:
         """The source at M's side (B, 3, h, h)."""
@@ -63,14 +49,14 @@ class MonkeyNet(nn.Module):
 
     def encode_source(self, image: torch.Tensor) -> ImageSource:
         """K and G's encoder on source images (B, 3, S, S); features = (source at M's side, G's skips 1..n)."""
-        self._check_image(image, "source image")
+        check_image(image, self.cfg, "source image")
         kp = self.kp_detector(image)
         skips = self.generator.encode(image)  # skips[0] is the image itself, kept in ImageSource.image
         return ImageSource(image, KeypointMotion(kp), (self._motion_source(image), *skips[1:]))
 
     def estimate_motion(self, frames: torch.Tensor) -> KeypointMotion:
         """K on driving frames (N, 3, S, S)."""
-        self._check_image(frames, "driving image")
+        check_image(frames, self.cfg, "driving image")
         return KeypointMotion(self.kp_detector(frames))
 
     def synthesize(self, source: ImageSource, kp_driving: torch.Tensor) -> tuple[torch.Tensor, DenseMotion]:
@@ -87,8 +73,7 @@ class MonkeyNet(nn.Module):
 
     def render(self, source: ImageSource, motion: KeypointMotion, view: View | None = None) -> torch.Tensor:
         """Frames (N, 3, S, S) in [0, 1] for absolute ``motion``; source and motion have batch 1 or N."""
-        if view is not None and not view.is_default():
-            raise InputError("free view needs face-vid2vid's 3D keypoints; Monkey-Net has none")
+        refuse_free_view(view, "Monkey-Net")
         if not isinstance(motion, KeypointMotion) or motion.kp.shape[1:] != (self.cfg.num_keypoints, 2):
             raise InputError(f"Monkey-Net motion must be KeypointMotion with kp (N, {self.cfg.num_keypoints}, 2)")
         n = max(source.batch_size, motion.batch_size)
@@ -100,10 +85,7 @@ class MonkeyNet(nn.Module):
     def relative_motion(self, motion: KeypointMotion, reference: KeypointMotion,
                         source: KeypointMotion) -> KeypointMotion:
         """Monkey-Net's motion transfer: ``x_s + scale (x_d - x_ref)`` (reference and source batch 1)."""
-        scale = 1.0
-        if self.cfg.relative_scale:
-            area_s, area_ref = hull_area(source.kp[0]), hull_area(reference.kp[0])
-            scale = math.sqrt(area_s / area_ref) if area_s > 0 and area_ref > 0 else 1.0
+        scale = movement_scale(source.kp[0], reference.kp[0]) if self.cfg.relative_scale else 1.0
         return KeypointMotion(source.kp + scale * (motion.kp - reference.kp))
 
     def reconstruct(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
@@ -112,8 +94,8 @@ class MonkeyNet(nn.Module):
 
         K sees source and driving frames in one batch (one set of BatchNorm statistics).
         """
-        self._check_image(source, "source image")
-        self._check_image(driving, "driving image")
+        check_image(source, self.cfg, "source image")
+        check_image(driving, self.cfg, "driving image")
         b = source.shape[0]
         kp = self.kp_detector(torch.cat([source, driving]))  # (2B, K, 2)
         kp_source, kp_driving = kp[:b], kp[b:]

@@ -17,7 +17,7 @@ from torch import nn
 from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
 from facevid2vid.training import losses as L
-from facevid2vid.training.objective import GeneratorResult, _autocast
+from facevid2vid.training.objective import GeneratorResult, autocast
 from facevid2vid.training.transforms import RandomWarp
 
 from .model import MonkeyNet
@@ -36,7 +36,7 @@ class MonkeyNetObjective(nn.Module):
 
     def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool = False) -> GeneratorResult:
         """Weighted terms on ``batch`` (on the model's device); ``use_gan`` is ignored (no discriminator)."""
-        amp = _autocast(batch.source.device, self.cfg.bf16)
+        amp = autocast(batch.source.device, self.cfg.bf16)
         with amp:
             pred, kp_source, kp_driving = self.model.reconstruct(batch.source, batch.driving)
         pred = pred.float()  # (B, 3, S, S)

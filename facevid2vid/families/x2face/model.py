@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from facevid2vid.errors import InputError
+from facevid2vid.families.base import check_image, refuse_free_view
 from facevid2vid.structures import CodeMotion, ImageSource, View
 
 from .blocks import warp_image
@@ -23,16 +24,6 @@ from .driving import DrivingNetwork
 from .embedding import EmbeddingNetwork
 
 LABEL = "X2Face"
-
-
-def is_default_view(view: View | None) -> bool:
-    """True for None or a view that changes nothing (zero angles and translation, no frontalize)."""
-    if view is None:
-        return True
-    if view.frontalize:
-        return False
-    values = [view.yaw, view.pitch, view.roll] + ([] if view.translation is None else [view.translation])
-    return all(not bool(torch.as_tensor(v, dtype=torch.float64).any()) for v in values)
 
 
 class X2Face(nn.Module):
@@ -49,11 +40,6 @@ class X2Face(nn.Module):
         self.embedding_network = EmbeddingNetwork(cfg)
         self.driving_network = DrivingNetwork(cfg)
 
-    def _check_image(self, image: torch.Tensor, what: str) -> None:
-        s = self.cfg.image_size
-        if not isinstance(image, torch.Tensor) or image.dim() != 4 or tuple(image.shape[1:]) != (3, s, s):
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise InputError(f"{what} must be a (B, 3, {s}, {s}) tensor for model {self.cfg.name!r}, got {shape}")
 
     def _check_motion(self, motion) -> None:
         d = self.cfg.motion_dim
@@ -69,13 +55,13 @@ class X2Face(nn.Module):
 
     def encode_source(self, image: torch.Tensor) -> ImageSource:
         """The embedding network on source image(s) (B, 3, S, S): the embedded face, once per source."""
-        self._check_image(image, "source image")
+        check_image(image, self.cfg, "source image")
         embedded, _ = self.embedding_network.embed(image)
         return ImageSource(image=image, motion=None, features=(embedded,))
 
     def estimate_motion(self, frames: torch.Tensor) -> CodeMotion:
         """The driving encoder on frames (N, 3, S, S): driving vectors (N, D)."""
-        self._check_image(frames, "driving image")
+        check_image(frames, self.cfg, "driving image")
         return CodeMotion(self.driving_network.encode(frames))
 
     def render(self, source: ImageSource, motion: CodeMotion | None, view: View | None = None) -> torch.Tensor:
@@ -85,8 +71,7 @@ class X2Face(nn.Module):
         ``motion`` None (the source's ``motion``, as redirect passes it): each source's own driving
         vector, so the source is re-rendered in its own pose.
         """
-        if not is_default_view(view):
-            raise InputError(f"free view needs face-vid2vid's 3D keypoints; {LABEL} has none")
+        refuse_free_view(view, LABEL)
         if motion is None:
             motion = self.estimate_motion(source.image)
         self._check_motion(motion)

@@ -11,13 +11,11 @@ the same-identity terms are used. No keypoints, no discriminator, no equivarianc
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
-from facevid2vid.training import losses as L
-from facevid2vid.training.objective import GeneratorResult, _autocast
+from facevid2vid.training.objective import GeneratorResult, autocast, content_terms
 from facevid2vid.training.transforms import RandomWarp
 
 from .model import X2Face
@@ -44,28 +42,15 @@ class X2FaceObjective(nn.Module):
 
         ``warp`` and ``use_gan`` are part of the objective interface; X2Face uses neither.
         """
-        amp = _autocast(batch.source.device, self.cfg.bf16)
+        amp = autocast(batch.source.device, self.cfg.bf16)
         with amp:
             pred = self.model(batch.source, batch.driving).float()  # (B, 3, S, S)
         target = batch.driving.float()
         terms = {"photometric": self.model.cfg.loss_photometric * (pred - target).abs().mean()}
         if self.step >= self.model.cfg.loss_content_start_step:
-            terms.update(self._content_terms(pred, target, amp))
+            terms.update(content_terms(pred, target, self.cfg, self.perceptual, self.identity, amp))
         if self.model.training:
             self.step += 1
         none = pred.new_zeros(pred.shape[0], 0, 2)  # no keypoints
         return GeneratorResult(terms, pred, none, none)
 
-    def _content_terms(self, pred: torch.Tensor, target: torch.Tensor, amp) -> dict[str, torch.Tensor]:
-        """Perceptual (or multi-scale L1 without a perceptual network) and face identity."""
-        w, terms = self.cfg.loss, {}
-        if self.perceptual is not None:
-            if w.perceptual:
-                with amp:
-                    terms["perceptual"] = w.perceptual * self.perceptual(pred, target).float()
-        elif w.l1_pyramid:
-            terms["l1_pyramid"] = w.l1_pyramid * L.pyramid_l1_loss(pred, target, self.cfg.pyramid_scales)
-        if self.identity is not None and w.identity:
-            with amp:
-                terms["identity"] = w.identity * self.identity(pred, target).float()
-        return terms

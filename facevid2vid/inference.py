@@ -17,6 +17,7 @@ import torch
 
 from facevid2vid.devices import resolve_device
 from facevid2vid.errors import InputError
+from facevid2vid.families.base import refuse_free_view
 from facevid2vid.families.registry import FamilySpec, spec
 from facevid2vid.models import FaceVid2Vid
 from facevid2vid.structures import HeadMotion, SourceEncoding, View
@@ -119,9 +120,8 @@ class Animator:
     def _check_view(self, view: View | None) -> View:
         """The validated view; InputError when free view is asked of a family without it."""
         view = (view or View()).validate()
-        if not view.is_default() and not self.family.free_view:
-            raise InputError(f"free view (yaw, pitch, roll, translation, frontalize) needs face-vid2vid's 3D "
-                             f"keypoints; {self.family.label} has none")
+        if not self.family.free_view:
+            refuse_free_view(view, self.family.label)
         return view
 
     def check_mode(self, mode: str) -> None:
@@ -129,7 +129,7 @@ class Animator:
         if mode not in MOTION_MODES:
             raise ValueError(f"mode must be one of {MOTION_MODES}, got {mode!r}")
         if mode == "relative" and not self.family.relative:
-            raise InputError(f"{self.family.label} has no relative motion mode: use --mode absolute")
+            raise InputError(f"{self.family.label} has no relative mode: use --mode absolute")
 
     def relative(self, motion: HeadMotion, reference: HeadMotion, source: HeadMotion) -> HeadMotion:
         """Relative motion as the model's family defines it (``model.relative_motion``), else face-vid2vid's."""

@@ -22,15 +22,16 @@ WORLD = 2
 STEPS = 3
 
 
-def _check_run(run: Path) -> None:
+def _check_run(run: Path, discriminator: bool = True) -> None:
     """Both ranks ended with the same weights, rank 0 alone wrote them, no temporary files remain."""
     digests = [(run / f"param_digest.rank{r}.txt").read_text().strip() for r in range(WORLD)]
     assert digests[0] == digests[1]
     log = (run / "train.log").read_text()
     assert f"world size {WORLD}" in log and f"all {WORLD} ranks hold identical parameters" in log
     # rank 0 alone wrote the checkpoint, and it holds those same parameters
-    model, disc = load_checkpoint(run / "checkpoints" / f"step_{STEPS:08d}.safetensors", with_discriminator=True)
-    assert parameter_digest(model, disc) == digests[0]
+    path = run / "checkpoints" / f"step_{STEPS:08d}.safetensors"
+    nets = load_checkpoint(path, with_discriminator=True) if discriminator else (load_checkpoint(path),)
+    assert parameter_digest(*nets) == digests[0]
     assert not list(run.glob("**/*.tmp*"))
 
 
@@ -40,19 +41,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, port: int, data: str, run: str, errors) -> None:
+def _rank_main(rank: int, port: int, data: str, run: str, errors, preset: str = "tiny") -> None:
     """One rank: the environment torchrun sets, then what `facevid2vid train` does."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), FACEVID2VID_WRITE_DIGEST="1")
     try:
         import torch
 
-        from facevid2vid.config import TrainConfig, model_preset
+        from facevid2vid.config import TrainConfig, model_config_from
         from facevid2vid.training import distributed
         from facevid2vid.training.trainer import Trainer
 
         torch.set_num_threads(1)
-        cfg = TrainConfig(model=model_preset("tiny"), batch_size=2, num_workers=0, log_every=1, image_every=0,
+        cfg = TrainConfig(model=model_config_from({"preset": preset}), batch_size=2, num_workers=0, log_every=1, image_every=0,
                           checkpoint_every=0, pose_teacher="index")
         try:
             Trainer(cfg, data, run, device="cpu", progress=False, console=False).fit(STEPS)
@@ -64,7 +65,9 @@ def _rank_main(rank: int, port: int, data: str, run: str, errors) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="forks the ranks; gloo rendezvous on localhost")
-def test_two_forked_ranks_end_with_identical_parameters(tmp_path):
+@pytest.mark.parametrize("preset", ["tiny", "fomm-tiny", "monkeynet-tiny", "x2face-tiny"])
+def test_two_forked_ranks_end_with_identical_parameters(tmp_path, preset):
+    """face-vid2vid and each 2D family (trained without a discriminator) under DDP."""
     # what a fresh process spends seconds importing on first use (Adam's first construction imports
     # torch._dynamo; the trainer opens a TensorBoard writer): loaded once here, before the ranks fork
     import torch._dynamo  # noqa: F401
@@ -75,7 +78,8 @@ def test_two_forked_ranks_end_with_identical_parameters(tmp_path):
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, str(data), str(run), errors)) for r in range(WORLD)]
+    procs = [ctx.Process(target=_rank_main, args=(r, port, str(data), str(run), errors, preset))
+             for r in range(WORLD)]
     for p in procs:
         p.start()
     for p in procs:
@@ -85,7 +89,7 @@ def test_two_forked_ranks_end_with_identical_parameters(tmp_path):
         p.kill()
     assert not alive, "a rank did not finish"
     assert all(p.exitcode == 0 for p in procs), errors.get(timeout=5) if not errors.empty() else "no traceback"
-    _check_run(run)
+    _check_run(run, discriminator=preset == "tiny")
 
 
 @pytest.mark.slow

@@ -94,16 +94,17 @@ def module_seconds(model, batch: int, repeats: int, warmup: bool = True) -> dict
             "frame": _median_run([_timed(model, frame) for _ in range(repeats)], batch)}
 
 
-FAMILIES = ("open-fv2v-256", "open-fv2v-256-beta", "liveportrait")  # converted families, random weights
+FAMILIES = ("open-fv2v-256", "open-fv2v-256-beta", "liveportrait",  # converted families
+            "fomm-256", "monkeynet-256", "x2face-256", "fomm-128", "monkeynet-128", "x2face-128")  # the 2D families
 
 
 def family_model(name: str):
-    """A converted family's architecture with random weights (speed does not depend on them)."""
-    if name == "liveportrait":
-        from facevid2vid.families.liveportrait import LivePortrait, liveportrait_config
+    """A family's architecture (a converted one's, or a 2D family preset) with seeded random weights
+    (speed does not depend on them)."""
+    from facevid2vid.checkpoint import _preset_config, build_model
 
-        return LivePortrait(liveportrait_config())
-    return FaceVid2Vid(model_preset(name))
+    torch.manual_seed(0)
+    return build_model(_preset_config(name))
 
 
 def models(checkpoints: list[str], families: list[str] = ()) -> dict[str, FaceVid2Vid]:
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--only", nargs="+", default=None, help="time only these models (e.g. bundled lite-256)")
     p.add_argument("--families", nargs="*", default=[], choices=FAMILIES,
-                   help="also time these converted families at 256 input (random weights; heavy on CPUs: "
+                   help="also time these families (random weights; the converted ones are heavy on CPUs: "
                         "open-fv2v about 577 GMAC a frame, use --batches 1 --repeats 1)")
     p.add_argument("--per-module", action=argparse.BooleanOptionalAction, default=True,
                    help="also time each network (forward hooks) and print the per-network table (default on)")

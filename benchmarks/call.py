@@ -130,6 +130,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (shared by both directions)")
     p.add_argument("--loss", type=float, default=0.0, help="packet loss of each direction's link")
     p.add_argument("--batch", type=int, default=CallSettings.max_batch, help="camera frames coded together at most")
+    p.add_argument("--drift-check-every", type=int, default=CallSettings.drift_check_every,
+                   help="the sender synthesizes every N-th frame to check for drift (default: every frame)")
+    p.add_argument("--detect-every", type=int, default=CallSettings.detect_every, help="face detection interval")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -138,7 +141,8 @@ def main() -> None:
     clips = [read_video(samples.franck, max_frames=250)[0], read_video(samples.franck, start=2000, max_frames=250)[0]]
     animator = load_animator(args.checkpoint, args.device)
     args.model_name = animator.model.cfg.name
-    settings = CallSettings(max_batch=args.batch, input_queue=args.batch, link=LinkSettings(loss=args.loss, seed=0))
+    settings = CallSettings(max_batch=args.batch, input_queue=args.batch, drift_check_every=args.drift_check_every,
+                            detect_every=args.detect_every, link=LinkSettings(loss=args.loss, seed=0))
     result = run_call(animator, clips, settings, args.seconds, args.warmup)
     print_report(result, args)
     if args.json:

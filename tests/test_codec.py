@@ -8,7 +8,7 @@ from facevid2vid.codec.decoder import (STATUS_CORRUPT, STATUS_LATE, STATUS_MISSI
                                        MotionStreamDecoder, StreamDecoder)
 from facevid2vid.codec.encoder import Encoder, EncoderSettings
 from facevid2vid.config import model_preset
-from facevid2vid.errors import BitstreamError
+from facevid2vid.errors import BitstreamError, InputError
 from facevid2vid.inference import Animator
 from facevid2vid.models import FaceVid2Vid
 
@@ -87,6 +87,27 @@ def test_drift_triggers_key_frames(model, face_frames):
     assert tight.stats.key_reasons == {"first": 1, "drift": 1}
     keys = [f.index for f in decode_all(tight.header, packets) if f.is_key]
     assert keys == [0, 6]
+
+
+def test_drift_checked_every_third_frame_renders_a_third_and_finds_drift_late(model, face_frames):
+    frames, fps = face_frames
+    frames = frames.copy()
+    frames[7:] = 0  # the light goes out at frame 7; with checks at frames 0, 3, 6, 9 drift is found at 9
+    animator = Animator(model, batch_size=4)
+    rendered = []
+    render = animator.render
+    animator.render = lambda source, motion, view=None: rendered.append(motion.batch_size) or render(source, motion,
+                                                                                                     view)
+    encoder = Encoder(animator, fps, EncoderSettings(max_keyframe_interval=0, keyframe_threshold=3.0,
+                                                     drift_check_every=3))
+    packets = encoder.encode(frames) + encoder.finish()
+    keys = [f.index for f in decode_all(encoder.header, packets) if f.is_key]
+    assert keys == [0, 9] and encoder.stats.key_reasons == {"first": 1, "drift": 1}
+    # key frames 0 and 9 render once each (their own synthesis); motion frames only at the checked 3, 6 and
+    # 9 (which drifted); none of 1, 2, 4, 5, 7, 8, 10, 11 is rendered (every frame checked: 12 + 1)
+    assert sum(rendered) == 2 + 3
+    with pytest.raises(InputError, match="drift check"):
+        EncoderSettings(drift_check_every=2, keep_reconstruction=True).validate()
 
 
 def test_face_lost_and_found_trigger_key_frames(model, face_frames):

@@ -8,7 +8,7 @@ ENCODER = OptionTable(
     "facevid2vid.codec.encoder:EncoderSettings",
     {"quality": "quality", "keyframe_threshold": "keyframe_threshold",
      "max_keyframe_interval": "max_keyframe_interval", "keyframe_codec": "keyframe_codec",
-     "frames_per_packet": "frames_per_packet"},
+     "frames_per_packet": "frames_per_packet", "drift_check_every": "drift_check_every"},
     elsewhere={"smoothing": "smooth"},  # SMOOTHING
     # library knobs: tuning and measurement (benchmarks/codec_rd.py), not for users
     not_on_cli=frozenset({"keyframe_quality", "hysteresis", "steps", "measure_quantization", "keep_reconstruction"}))
@@ -33,6 +33,9 @@ def register(sub) -> None:
                    help="intra codec of key frames (default avif)")
     p.add_argument("--frames-per-packet", type=positive_int, default=1, metavar="N",
                    help="motion frames per packet: 1 for live use; more saves framing bytes (default 1)")
+    p.add_argument("--drift-check-every", type=positive_int, default=1, metavar="N",
+                   help="synthesize every N-th frame on the sender to check for drift: fewer generator passes, "
+                        "drift found up to N-1 frames late (default 1)")
     add_smoothing_args(p)
     add_model_args(p)
     add_crop_arg(p)

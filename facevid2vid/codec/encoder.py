@@ -50,6 +50,9 @@ class EncoderSettings:
     measure_quantization: bool = False  # also synthesize from unquantised motion (PSNR of quantisation)
     keep_reconstruction: bool = False  # keep the simulated receiver's frames and indices
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)  # One Euro filter on the motion (off)
+    # the sender synthesizes every n-th motion frame to check it for drift (1: every frame); n > 1 saves
+    # generator passes (the live call's real-time preset) and finds drift up to n - 1 frames late
+    drift_check_every: int = 1
 
     def validate(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -66,6 +69,10 @@ class EncoderSettings:
             raise InputError(f"frames per packet must be in 1..{bs.MAX_RUN}, got {self.frames_per_packet}")
         if not self.hysteresis >= 0:
             raise InputError(f"hysteresis must be >= 0, got {self.hysteresis}")
+        if not 1 <= self.drift_check_every <= 1000:
+            raise InputError(f"drift check interval must be in 1..1000 frames, got {self.drift_check_every}")
+        if self.drift_check_every > 1 and (self.keep_reconstruction or self.measure_quantization):
+            raise InputError("keep_reconstruction and measure_quantization need a drift check on every frame")
         self.smoothing.validate()
 
 
@@ -337,7 +344,9 @@ class Encoder:
                 drifted = (quality < self.baseline_psnr - self.settings.keyframe_threshold).nonzero()
                 keep = int(drifted[0, 0]) if len(drifted) else len(indices)
                 if keep:
-                    packets += self._accept(indices[:keep], synth[:keep], quality[:keep], values[i:i + keep])
+                    every_frame = synth is not None and len(synth) == len(indices)
+                    packets += self._accept(indices[:keep], synth[:keep] if every_frame else None, quality[:keep],
+                                            values[i:i + keep])
                     i += keep
                 if keep == len(indices):
                     continue
@@ -349,7 +358,9 @@ class Encoder:
     def _speculate(self, frames: np.ndarray, values: np.ndarray, events: list, start: int):
         """Quantise and synthesize frames from ``start`` up to the next forced key frame (one batch).
 
-        Returns indices int64 (n, P), synthesized frames (n, 3, S, S) and their PSNR (n,).
+        Returns indices int64 (n, P), the synthesized frames of the checked ones (every
+        ``drift_check_every``-th frame: (c, 3, S, S), or None) and the PSNR (n,) of each frame
+        (``inf`` for the unchecked ones, which pass).
         """
         from facevid2vid.video_io import to_tensor
 
@@ -361,8 +372,14 @@ class Encoder:
             previous = self.quantizer.quantize(values[j], previous)
             run.append(previous)
         indices = np.stack(run)
-        synth = self._render(self.quantizer.dequantize(indices))  # (n, 3, S, S)
-        return indices, synth, psnr(to_tensor(frames[start:start + len(run)]), synth)
+        every = self.settings.drift_check_every
+        checked = [j for j in range(len(run)) if (self.frame_index + j) % every == 0]
+        quality = torch.full((len(run),), float("inf"))  # unchecked frames pass
+        synth = None
+        if checked:
+            synth = self._render(self.quantizer.dequantize(indices[checked]))  # (c, 3, S, S)
+            quality[checked] = psnr(to_tensor(frames[[start + j for j in checked]]), synth).float()
+        return indices, synth, quality
 
     def _render(self, values: np.ndarray) -> torch.Tensor:
         """The receiver's synthesis (n, 3, S, S) of motion values (n, P), at the model's input size S.
@@ -376,7 +393,7 @@ class Encoder:
             synth = torch.nn.functional.interpolate(synth, size=(self.size, self.size), mode="area")
         return synth
 
-    def _accept(self, indices: np.ndarray, synth: torch.Tensor, quality: torch.Tensor,
+    def _accept(self, indices: np.ndarray, synth: torch.Tensor | None, quality: torch.Tensor,
                 values: np.ndarray) -> list[bytes]:
         """Commit motion frames the receiver will synthesize; packets for each full run."""
         from facevid2vid.video_io import to_uint8
@@ -389,7 +406,7 @@ class Encoder:
             if len(self.pending) >= self.settings.frames_per_packet:
                 packets += self._flush()
         self.previous = indices[-1]
-        self.stats.synthesis_psnr += quality.tolist()
+        self.stats.synthesis_psnr += [q for q in quality.tolist() if q != float("inf")]
         if self.settings.measure_quantization:
             exact = self._render(values)
             self.stats.quantization_psnr += psnr(exact, synth).tolist()

@@ -149,8 +149,8 @@ class Sender:
     def __init__(self, animator, settings: CallSettings):
         self.settings = settings
         self.size = animator.image_size
-        self.encoder = CallEncoder(animator, settings.fps, EncoderSettings(quality=settings.quality),
-                                   frame_size=self.size)
+        codec = EncoderSettings(quality=settings.quality, drift_check_every=settings.drift_check_every)
+        self.encoder = CallEncoder(animator, settings.fps, codec, frame_size=self.size)
         self.tracker = None
         self.times: dict[int, float] = {}  # frame index -> camera arrival time (recent frames)
         self.no_face = 0  # frames skipped because no face was ever seen

@@ -53,6 +53,7 @@ class CallSettings:
     max_batch: int = 2  # camera frames encoded together at most (more: higher fps, more latency)
     input_queue: int = 2  # camera frames waiting at most; older ones are dropped (a slow sender skips)
     detect_every: int = 5  # the face detector runs on every n-th frame (CausalTracker.every)
+    drift_check_every: int = 1  # the sender synthesizes every n-th frame for drift (EncoderSettings; 1: all)
     key_retry: float = 1.0  # seconds before the receiver asks again for a key frame that did not come (0: each packet)
     window: int = 100  # frames over which latency percentiles are taken
     link: LinkSettings = field(default_factory=LinkSettings)
@@ -62,7 +63,7 @@ class CallSettings:
             raise InputError(f"call fps must be within 1..120, got {self.fps}")
         if not 1 <= self.quality <= 100:
             raise InputError(f"call quality must be within 1..100, got {self.quality}")
-        for name in ("output_size", "max_batch", "input_queue", "detect_every", "window"):
+        for name in ("output_size", "max_batch", "input_queue", "detect_every", "drift_check_every", "window"):
             if getattr(self, name) < 1:
                 raise InputError(f"call setting {name} must be positive, got {getattr(self, name)}")
         if not self.key_retry >= 0:

@@ -11,8 +11,8 @@ they come from models trained for days on many GPUs, so they are not comparable.
 
     python benchmarks/family.py --data data/v2 --minutes 10 --frames 300 --json family.json
 
-Runs train one after another (``runs/family/<preset>``; an existing run is resumed up to the budget
-only with ``--resume``). Run it on an otherwise idle machine: the budget is wall time.
+Runs train one after another (``runs/family/<preset>``); a finished run is measured again without
+training (``--resume`` continues it for another budget instead). Run it on an otherwise idle machine: the budget is wall time.
 """
 from __future__ import annotations
 
@@ -49,9 +49,15 @@ def train_config(preset: str, minutes: float, base: TrainConfig | None = None) -
 
 
 def train(preset: str, data: str, runs: Path, minutes: float, resume: bool) -> tuple[Path, int, float]:
-    """(final checkpoint, steps, seconds) of one budgeted run."""
+    """(final checkpoint, steps, seconds) of one budgeted run; a finished run is measured again, not retrained
+    (without ``resume``)."""
     from facevid2vid.training.trainer import Trainer
 
+    latest = runs / preset / "checkpoints" / "latest.json"
+    if latest.is_file() and not resume:
+        done = json.loads(latest.read_text())
+        print(f"{preset}: measuring the finished run {runs / preset} (step {done['step']})", flush=True)
+        return latest.parent / done["model"], int(done["step"]), float("nan")
     t0 = time.perf_counter()
     trainer = Trainer(train_config(preset, minutes), data, runs / preset, device="cpu", resume=resume,
                       progress=True)
@@ -126,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"family": family, "preset": preset, "checkpoint": str(ckpt), "steps": steps,
                         "train_seconds": seconds, "ms_per_frame": ms_per_frame(ckpt),
                         "metrics": measure(ckpt, args.frames)})
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
+        print(json.dumps(results[-1]), flush=True)
+        if args.json:  # after each family: a crash later loses nothing measured
+            write_text(args.json, json.dumps({"minutes": args.minutes, "frames": args.frames, "results": results},
+                                             indent=1))
     print(table(results, args.minutes, args.frames))
-    if args.json:
-        write_text(args.json, json.dumps({"minutes": args.minutes, "frames": args.frames, "results": results},
-                                         indent=1))
     return 0
 
 

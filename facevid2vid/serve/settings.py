@@ -50,10 +50,12 @@ class CallSettings:
     fps: float = 25.0  # nominal frame rate written in the stream header
     quality: int = 50  # the encoder's quality (EncoderSettings.quality)
     output_size: int = 256  # side of the frames the receiver shows (the model's are resized)
-    max_batch: int = 2  # camera frames encoded together at most (more: higher fps, more latency)
+    max_batch: int = 1  # camera frames encoded together at most (more: a little more fps, twice the latency)
     input_queue: int = 2  # camera frames waiting at most; older ones are dropped (a slow sender skips)
     detect_every: int = 5  # the face detector runs on every n-th frame (CausalTracker.every)
-    drift_check_every: int = 1  # the sender synthesizes every n-th frame for drift (EncoderSettings; 1: all)
+    # the sender synthesizes every n-th frame for its drift check (EncoderSettings): 5 gives the call 15-16
+    # fps instead of 8-10 on 2 CPU cores (benchmarks/call.py, docs/call.md)
+    drift_check_every: int = 5
     key_retry: float = 1.0  # seconds before the receiver asks again for a key frame that did not come (0: each packet)
     window: int = 100  # frames over which latency percentiles are taken
     link: LinkSettings = field(default_factory=LinkSettings)

@@ -54,7 +54,6 @@ class FOMM(nn.Module):
         self.dense_motion = DenseMotionNetwork(cfg)
         self.generator = OcclusionAwareGenerator(cfg)
 
-
     def encode_source(self, image: torch.Tensor) -> ImageSource:
         """K, G's encoder and M's downscaling on source image(s) (B, 3, S, S) in [0, 1].
 

@@ -82,7 +82,6 @@ class LivePortrait(nn.Module):
         self.spade_generator = SPADEDecoder(cfg)
         self.stitching_retargeting_module = StitchingRetargeting(cfg)
 
-
     def _motion(self, image: torch.Tensor) -> tuple[HeadMotion, torch.Tensor]:
         """(HeadMotion with scale and logits, canonical keypoints (B, K, 3)) of images (B, 3, S, S)."""
         out = self.motion_extractor(image)

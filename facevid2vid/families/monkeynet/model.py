@@ -39,7 +39,6 @@ class MonkeyNet(nn.Module):
         self.dense_motion = DenseMotionNetwork(cfg)
         self.generator = Generator(cfg)
 
-
     def _motion_source(self, image: torch.Tensor) -> torch.Tensor:
         """The source at M's side (B, 3, h, h)."""
         if self.motion_side == image.shape[-1]:

@@ -40,7 +40,6 @@ class X2Face(nn.Module):
         self.embedding_network = EmbeddingNetwork(cfg)
         self.driving_network = DrivingNetwork(cfg)
 
-
     def _check_motion(self, motion) -> None:
         d = self.cfg.motion_dim
         if not isinstance(motion, CodeMotion) or motion.code.dim() != 2 or motion.code.shape[1] != d:

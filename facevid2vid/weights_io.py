@@ -231,3 +231,22 @@ def load_module(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
     """:func:`load_modules` for one module whose keys carry no prefix; returns the module."""
     load_modules(path, {"": module}, {"": state}, what, **options)
     return module
+
+
+def read_state_dicts(path: str | os.PathLike, networks: tuple[str, ...], project: str) -> dict[str, dict]:
+    """The named state dicts of a reference training checkpoint (a dict of them, as FOMM and the open
+    face-vid2vid save), read with :func:`load_torch_file` (weights only); CheckpointError naming what is
+    missing or not a tensor, and ``project`` (whose checkpoint the file is not) when a network is absent."""
+    path = Path(path)
+    data = load_torch_file(path, "checkpoint")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a dict of state dicts")
+    missing = [n for n in networks if not isinstance(data.get(n), dict)]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} state dict (keys: {few(map(str, data), 8)}): "
+                              f"not {project} checkpoint")
+    for name in networks:
+        bad = [str(k) for k, v in data[name].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+        if bad:
+            raise CheckpointError(f"{path}: {name} holds non-tensor entries {few(bad)}")
+    return {name: dict(data[name]) for name in networks}

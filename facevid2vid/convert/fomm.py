@@ -30,7 +30,7 @@ from ..data.fetch import sha256_file
 from ..errors import CheckpointError
 from ..families.fomm import FOMM, FOMMConfig
 from ..models.keypoints import gaussian_kernel
-from ..weights_io import few, load_torch_file
+from ..weights_io import few, read_state_dicts
 
 FAMILY = "fomm"
 SOURCE_REPOSITORY = "github.com/AliaksandrSiarohin/first-order-model"
@@ -53,19 +53,7 @@ def reference_name(prefix: str, key: str) -> tuple[str, str]:
 
 def read_reference_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """The ``kp_detector`` and ``generator`` state dicts of a reference checkpoint (weights-only load)."""
-    path = Path(path)
-    data = load_torch_file(path, "checkpoint")
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a dict of state dicts")
-    missing = [n for n in NETWORKS if not isinstance(data.get(n), dict)]
-    if missing:
-        raise CheckpointError(f"{path}: no {', '.join(missing)} state dict (keys: {few(map(str, data), 8)}): "
-                              f"not a first-order-model checkpoint")
-    for name in NETWORKS:
-        bad = [str(k) for k, v in data[name].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-        if bad:
-            raise CheckpointError(f"{path}: {name} holds non-tensor entries {few(bad)}")
-    return {name: dict(data[name]) for name in NETWORKS}
+    return read_state_dicts(path, NETWORKS, "a first-order-model")
 
 
 def _kernel_scale(stored: torch.Tensor | None, what: str, path: Path) -> float:

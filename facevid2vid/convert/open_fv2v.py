@@ -28,7 +28,7 @@ from ..errors import CheckpointError, InputError
 from ..models import MODULES, FaceVid2Vid
 from ..models.keypoints import gaussian_kernel
 from ..data.fetch import sha256_file
-from ..weights_io import few, fold_spectral_norm, load_torch_file
+from ..weights_io import few, fold_spectral_norm, read_state_dicts
 
 FAMILY = "open-fv2v"
 SOURCE_REPOSITORY = "github.com/zhanglonghao1992/One-Shot_Free-View_Neural_Talking_Head_Synthesis"
@@ -99,19 +99,7 @@ def read_reference_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Ten
     Only ``torch.load(weights_only=True)``: a pickle that would import or call anything beyond
     tensors and plain containers is refused (CheckpointError naming what it asked for).
     """
-    path = Path(path)
-    data = load_torch_file(path, "checkpoint")
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a dict of state dicts")
-    missing = [n for n in NETWORKS if not isinstance(data.get(n), dict)]
-    if missing:
-        raise CheckpointError(f"{path}: no {', '.join(missing)} state dict (keys: {few(map(str, data), 8)}): "
-                              f"not an open face-vid2vid checkpoint")
-    for name in NETWORKS:
-        bad = [str(k) for k, v in data[name].items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise CheckpointError(f"{path}: {name} holds non-tensor entries {few(bad)}")
-    return {name: dict(data[name]) for name in NETWORKS}
+    return read_state_dicts(path, NETWORKS, "an open face-vid2vid")
 
 
 def detect_generator(state: dict[str, torch.Tensor], path: Path) -> str:

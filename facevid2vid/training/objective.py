@@ -40,6 +40,18 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+class FamilyObjective(nn.Module):
+    """Base of the 2D families' objectives: the model (owned, so DDP wraps it) and the perception terms."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, perceptual: nn.Module | None = None,
+                 identity: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.perceptual = perceptual  # FeaturePerceptualLoss or PerceptualLoss, or None
+        self.identity = identity  # IdentityLoss or None
+
+
 def content_terms(pred: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, perceptual: nn.Module | None,
                   identity: nn.Module | None, amp) -> dict[str, torch.Tensor]:
     """The 2D families' appearance terms: perceptual (else multi-scale L1 without a perceptual network)

@@ -13,17 +13,14 @@ As ``config/vox-256.yaml`` of the reference (FOMM, Sec. 3.3), without its GAN (`
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
 from facevid2vid.geometry import no_autocast
 from facevid2vid.structures import KeypointMotion
 from facevid2vid.training import losses as L
-from facevid2vid.training.objective import GeneratorResult, autocast, content_terms
+from facevid2vid.training.objective import FamilyObjective, GeneratorResult, autocast, content_terms
 from facevid2vid.training.transforms import RandomWarp
 
-from .model import FOMM
 
 
 def jacobian_equivariance_loss(driving: KeypointMotion, warped: KeypointMotion, warp: RandomWarp) -> torch.Tensor:
@@ -36,16 +33,8 @@ def jacobian_equivariance_loss(driving: KeypointMotion, warped: KeypointMotion, 
     return (eye - value).abs().mean()
 
 
-class FOMMObjective(nn.Module):
+class FOMMObjective(FamilyObjective):
     """FOMM (owned) plus every loss term of its training, in one call (what DDP wraps)."""
-
-    def __init__(self, model: FOMM, cfg: TrainConfig, perceptual: nn.Module | None = None,
-                 identity: nn.Module | None = None):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.perceptual = perceptual
-        self.identity = identity
 
     def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool = False) -> GeneratorResult:
         """Reconstruct ``batch.driving`` from ``batch.source``; ``use_gan`` is ignored (FOMM has no D here)."""

@@ -12,27 +12,16 @@ Optional: the face-identity term (``cfg.loss.identity``) and keypoint equivarian
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
 from facevid2vid.training import losses as L
-from facevid2vid.training.objective import GeneratorResult, autocast
+from facevid2vid.training.objective import FamilyObjective, GeneratorResult, autocast
 from facevid2vid.training.transforms import RandomWarp
 
-from .model import MonkeyNet
 
 
-class MonkeyNetObjective(nn.Module):
+class MonkeyNetObjective(FamilyObjective):
     """MonkeyNet plus its losses, in one ``forward`` (what DDP wraps)."""
-
-    def __init__(self, model: MonkeyNet, cfg: TrainConfig, perceptual: nn.Module | None = None,
-                 identity: nn.Module | None = None):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.perceptual = perceptual  # FeaturePerceptualLoss or PerceptualLoss, or None
-        self.identity = identity  # IdentityLoss or None
 
     def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool = False) -> GeneratorResult:
         """Weighted terms on ``batch`` (on the model's device); ``use_gan`` is ignored (no discriminator)."""

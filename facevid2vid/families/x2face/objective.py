@@ -11,31 +11,23 @@ the same-identity terms are used. No keypoints, no discriminator, no equivarianc
 """
 from __future__ import annotations
 
-from torch import nn
 
-from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
-from facevid2vid.training.objective import GeneratorResult, autocast, content_terms
+from facevid2vid.training.objective import FamilyObjective, GeneratorResult, autocast, content_terms
 from facevid2vid.training.transforms import RandomWarp
 
-from .model import X2Face
 
 
-class X2FaceObjective(nn.Module):
+class X2FaceObjective(FamilyObjective):
     """X2Face plus its losses, in one call (what DDP wraps).
 
     ``step`` counts the training calls (the model in train mode) for the stage boundary; a
     trainer that resumes a run sets it to the run's step.
     """
 
-    def __init__(self, model: X2Face, cfg: TrainConfig, perceptual: nn.Module | None = None,
-                 identity: nn.Module | None = None):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.perceptual = perceptual
-        self.identity = identity
-        self.step = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step = 0  # the run's step (the trainer sets it): the content-loss curriculum
 
     def forward(self, batch: PairBatch, warp: RandomWarp | None = None, use_gan: bool = False) -> GeneratorResult:
         """Reconstruct each driving frame from the source frame of its pair; the weighted terms by name.

@@ -17,7 +17,8 @@ OPTION_TABLES = (TRAIN,)
 def register(sub) -> None:
     p = sub.add_parser(
         "train", help="train the networks on a prepared data directory",
-        description="Train F, L, H/Delta, M, G and D on pairs from a `prepare`d data directory. "
+        description="Train F, L, H/Delta, M, G and D (or another family's networks with its own losses: "
+                    "--preset fomm-128, monkeynet-128, x2face-128, ...) on pairs from a `prepare`d data directory. "
                     "Runs in one process on CPU or GPU; under `torchrun --nproc_per_node N -m facevid2vid train ...` "
                     "it runs DistributedDataParallel. Ctrl-C or SIGTERM saves a checkpoint before exiting.")
     which = p.add_mutually_exclusive_group(required=True)

@@ -10,10 +10,7 @@ and relative (the demo's ``normalize_kp`` with the movement scale and relative J
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,36 +22,15 @@ from facevid2vid.errors import CheckpointError
 from facevid2vid.families.fomm import FOMM, FOMMConfig
 from facevid2vid.structures import ImageSource, KeypointMotion
 
-ROOT = Path(__file__).resolve().parents[1]
+from parity_helpers import (ROOT, animate_cli, check_pickle_refused_unrun, fixture_script, image_diff, max_diff, npz,
+                            to_images)
+
 DATA = ROOT / "tests" / "data" / "parity" / "fomm"
 NETWORK_TOL = 1e-4  # per network, max abs difference
 IMAGE_TOL = 2  # end to end, uint8 levels per pixel
 MODES = ("absolute", "relative")
 
-
-def _fixture_module():
-    """scripts/fixtures/parity_fomm.py: the recipe half needs no reference code."""
-    spec = importlib.util.spec_from_file_location("parity_fomm", ROOT / "scripts/fixtures/parity_fomm.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("parity_fomm", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-recipes = _fixture_module()
-
-
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _images(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-
-
-def _max_diff(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float((ours.detach().float() - torch.from_numpy(theirs)).abs().max())
+recipes = fixture_script("parity_fomm")
 
 
 @dataclasses.dataclass
@@ -77,9 +53,9 @@ def converted(tmp_path_factory, one_thread) -> Converted:
     reference = recipes.save_reference_checkpoint(recipe, folder / "vox-cpk.pth.tar")
     output = folder / "fomm-256.safetensors"
     assert cli(["convert", "--from", "fomm", str(reference), "--output", str(output)]) == 0
-    frames = {int(k.split("_")[1]): v for k, v in _npz(DATA / "inputs.npz").items() if k.startswith("frames_")}
-    return Converted(reference, output, load_checkpoint(output), frames, _npz(DATA / "networks.npz"),
-                     _npz(DATA / "end_to_end.npz"), folder)
+    frames = {int(k.split("_")[1]): v for k, v in npz(DATA / "inputs.npz").items() if k.startswith("frames_")}
+    return Converted(reference, output, load_checkpoint(output), frames, npz(DATA / "networks.npz"),
+                     npz(DATA / "end_to_end.npz"), folder)
 
 
 def _at_size(model: FOMM, size: int) -> FOMM:
@@ -100,25 +76,25 @@ def _reference_motion(ref: dict[str, np.ndarray], prefix: str = "") -> KeypointM
 def network_diffs(c: Converted, size: int) -> dict[str, float]:
     """Max abs difference of each network's outputs to the reference's, given the reference's inputs."""
     ref = {k.split("_", 1)[1]: v for k, v in c.networks.items() if k.startswith(f"{size}_")}
-    model, x = _at_size(c.model, size), _images(c.frames[size])
+    model, x = _at_size(c.model, size), to_images(c.frames[size])
     ours = model.estimate_motion(x)
-    diffs = {"K kp": _max_diff(ours.kp, ref["kp"]), "K jacobian": _max_diff(ours.jacobian, ref["jacobian"])}
+    diffs = {"K kp": max_diff(ours.kp, ref["kp"]), "K jacobian": max_diff(ours.jacobian, ref["jacobian"])}
     theirs = _reference_motion(ref)
     source_motion, driving = theirs.index(slice(0, 1)), theirs.index([1, 0])  # driving frames (1, 0)
     rel = model.relative_motion(driving, driving.index(slice(0, 1)), source_motion)
-    diffs["relative kp"], diffs["relative jacobian"] = (_max_diff(rel.kp, ref["relative_kp"]),
-                                                        _max_diff(rel.jacobian, ref["relative_jacobian"]))
+    diffs["relative kp"], diffs["relative jacobian"] = (max_diff(rel.kp, ref["relative_kp"]),
+                                                        max_diff(rel.jacobian, ref["relative_jacobian"]))
     if "absolute_prediction" not in ref:  # M and G outputs are stored at 128 px
         return diffs
     encoded = model.encode_source(x[:1])
     source = ImageSource(encoded.image, source_motion, encoded.features)  # the reference's source keypoints
     for mode in MODES:
         image, dense = model.synthesize(source, _reference_motion(ref, f"{mode}_"))
-        diffs[f"{mode} M mask"] = _max_diff(dense.mask, ref[f"{mode}_mask"])
-        diffs[f"{mode} M deformation"] = _max_diff(dense.deformation, ref[f"{mode}_deformation"])
-        diffs[f"{mode} M occlusion"] = _max_diff(dense.occlusion, ref[f"{mode}_occlusion_map"])
+        diffs[f"{mode} M mask"] = max_diff(dense.mask, ref[f"{mode}_mask"])
+        diffs[f"{mode} M deformation"] = max_diff(dense.deformation, ref[f"{mode}_deformation"])
+        diffs[f"{mode} M occlusion"] = max_diff(dense.occlusion, ref[f"{mode}_occlusion_map"])
         step = recipes.G_STEP_128
-        diffs[f"{mode} G prediction"] = _max_diff(image[..., ::step, ::step], ref[f"{mode}_prediction"])
+        diffs[f"{mode} G prediction"] = max_diff(image[..., ::step, ::step], ref[f"{mode}_prediction"])
     return diffs
 
 
@@ -126,25 +102,6 @@ def test_every_network_matches_the_reference_at_128px(converted):
     diffs = network_diffs(converted, 128)
     print({k: f"{v:.1e}" for k, v in diffs.items()})
     assert len(diffs) == 12 and max(diffs.values()) <= NETWORK_TOL, diffs
-
-
-def _animate(checkpoint: Path, frames: np.ndarray, mode: str, folder: Path) -> np.ndarray:
-    """``facevid2vid animate --no-crop`` of frames[0] driven by frames (1, 0) (a lossless video), as PNG frames."""
-    from facevid2vid.video_io import read_image, write_image, write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    source = write_image(folder / "source.png", frames[0])
-    driving = write_video(folder / "driving.mov", [frames[1], frames[0]], 25, codec="png", crf=None, pix_fmt="rgb24")
-    out = folder / mode
-    assert cli(["animate", "--source", str(source), "--driving", str(driving), "--output", str(out / "%05d.png"),
-                "--mode", mode, "--no-crop", "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
-    return np.stack([read_image(p) for p in sorted(out.glob("*.png"))])
-
-
-def _compare(frames: np.ndarray, expected: np.ndarray) -> tuple[int, float]:
-    assert frames.shape == expected.shape
-    diff = np.abs(frames.astype(int) - expected.astype(int))
-    return int(diff.max()), float(diff.mean())
 
 
 def _png_round_trip(frames: torch.Tensor, folder: Path) -> np.ndarray:
@@ -160,12 +117,12 @@ def test_animate_reproduces_the_reference_demo_at_128px(converted, tmp_path):
     from facevid2vid.inference import Animator
 
     animator = Animator(_at_size(converted.model, 128), device="cpu")
-    images = _images(converted.frames[128])
+    images = to_images(converted.frames[128])
     source = animator.encode_source(images[:1])
     found = {}
     for mode in MODES:
         frames = _png_round_trip(animator.animate(source, images[[1, 0]], mode=mode), tmp_path / mode)
-        found[mode] = _compare(frames, converted.e2e[f"e2e_128_{mode}"])
+        found[mode] = image_diff(frames, converted.e2e[f"e2e_128_{mode}"])
     print(found)
     assert all(worst <= IMAGE_TOL for worst, _ in found.values()), found
 
@@ -176,8 +133,9 @@ def test_every_network_and_animate_match_the_reference_at_256px(converted, tmp_p
     diffs = network_diffs(converted, 256)
     print({k: f"{v:.1e}" for k, v in diffs.items()})
     assert len(diffs) == 4 and max(diffs.values()) <= NETWORK_TOL, diffs
-    found = {mode: _compare(_animate(converted.output, converted.frames[256], mode, tmp_path / "run"),
-                            converted.e2e[f"e2e_256_{mode}"]) for mode in MODES}
+    frames = converted.frames[256]  # frames[0] driven by frames (1, 0)
+    found = {mode: image_diff(animate_cli(converted.output, frames[0], frames[[1, 0]], mode, tmp_path / "run"),
+                              converted.e2e[f"e2e_256_{mode}"]) for mode in MODES}
     print(found)
     assert all(worst <= IMAGE_TOL for worst, _ in found.values()), found
 
@@ -263,24 +221,8 @@ def test_a_kernel_that_is_no_anti_alias_filter_is_refused():
         detect_config(ckpt, "vox-cpk.pth.tar")
 
 
-class _Boom:
-    """Unpickling this would create a file: the converter must never get that far."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path, capsys):
-    marker, bad = tmp_path / "ran", tmp_path / "vox-cpk.pth.tar"
-    with open(bad, "wb") as f:
-        pickle.dump({"generator": _Boom(marker), "kp_detector": {}}, f)
-    assert cli(["convert", "--from", "fomm", str(bad), "--output", str(tmp_path / "out.safetensors")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "refused" in err and "vox-cpk.pth.tar" in err, err
-    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+    check_pickle_refused_unrun(tmp_path, capsys, "fomm", "vox-cpk.pth.tar", ("kp_detector",))
 
 
 def test_other_files_are_refused_in_one_line(tmp_path, capsys):

@@ -10,10 +10,7 @@ of 2021-09-18, the original generator).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,31 +25,16 @@ from facevid2vid.geometry import rotation_from_angles
 from facevid2vid.models import FaceVid2Vid
 from facevid2vid.structures import SourceEncoding
 
-ROOT = Path(__file__).resolve().parents[1]
+from parity_helpers import (ROOT, animate_cli, check_pickle_refused_unrun, fixture_script, image_diff, max_diff, npz,
+                            to_images)
+
 DATA = ROOT / "tests" / "data" / "parity" / "open_fv2v"
 VARIANTS = ("spade", "beta")
 NETWORK_TOL = 1e-4  # per network, max abs difference
 IMAGE_TOL = 2  # end to end, uint8 levels per pixel
 
 
-def _recipe_module():
-    """scripts/fixtures/parity_open_fv2v.py: the recipe half needs no reference code."""
-    spec = importlib.util.spec_from_file_location("parity_open_fv2v", ROOT / "scripts/fixtures/parity_open_fv2v.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("parity_open_fv2v", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-recipes = _recipe_module()
-
-
-def _images(crops: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-
-
-def _max_diff(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float((ours.detach().float() - torch.from_numpy(theirs)).abs().max())
+recipes = fixture_script("parity_open_fv2v")
 
 
 @dataclasses.dataclass
@@ -68,14 +50,9 @@ class Converted:
     folder: Path
 
 
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 @pytest.fixture(scope="module")
 def crops() -> dict[int, np.ndarray]:
-    return {int(k.split("_")[1]): v for k, v in _npz(DATA / "inputs.npz").items() if k.startswith("crops_")}
+    return {int(k.split("_")[1]): v for k, v in npz(DATA / "inputs.npz").items() if k.startswith("crops_")}
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -87,8 +64,8 @@ def converted(request, tmp_path_factory, crops, one_thread) -> Converted:
     recipe = json.loads((DATA / variant / "recipe.json").read_text())
     reference = recipes.save_reference_checkpoint(recipe, folder / "checkpoint.pth.tar")
     model, _, _ = load_reference(reference)
-    return Converted(variant, reference, model, _npz(DATA / variant / "networks.npz"),
-                     _npz(DATA / variant / "end_to_end.npz"), crops, folder)
+    return Converted(variant, reference, model, npz(DATA / variant / "networks.npz"),
+                     npz(DATA / variant / "end_to_end.npz"), crops, folder)
 
 
 @pytest.fixture(scope="module")
@@ -105,27 +82,27 @@ def network_diffs(c: Converted, size: int) -> dict[str, float]:
     from facevid2vid.models.pose_expression import motion_from_heads
 
     ref, m = {k.split("_", 1)[1]: v for k, v in c.networks.items() if k.startswith(f"{size}_")}, c.model
-    x = _images(c.crops[size])
+    x = to_images(c.crops[size])
     n = 1 if m.cfg.kp_scale_factor == 1 else len(x)  # L at full size (beta) is slow: the source only
     kp = m.kp_detector(x[:n])  # (n, K, 3)
     heads = m.he_estimator.heads(x)
     motion = motion_from_heads(heads, m.cfg.angle_convention)
     rotation = rotation_from_angles(motion.yaw, motion.pitch, motion.roll)  # ours, from HeadMotion's angles
-    diffs = {"L kp": _max_diff(kp, ref["kp"][:n]), "H t": _max_diff(heads.translation, ref["t"]),
-             "H exp": _max_diff(heads.delta.flatten(1), ref["exp"]), "H rotation": _max_diff(rotation, ref["rotation"])}
+    diffs = {"L kp": max_diff(kp, ref["kp"][:n]), "H t": max_diff(heads.translation, ref["t"]),
+             "H exp": max_diff(heads.delta.flatten(1), ref["exp"]), "H rotation": max_diff(rotation, ref["rotation"])}
     for angle in ("yaw", "pitch", "roll"):
-        diffs[f"H {angle} bins"] = _max_diff(getattr(heads, f"{angle}_logits"), ref[f"{angle}_logits"])
+        diffs[f"H {angle} bins"] = max_diff(getattr(heads, f"{angle}_logits"), ref[f"{angle}_logits"])
     kp_source, kp_driving = torch.from_numpy(ref["kp_source"]), torch.from_numpy(ref["kp_driving"])
     ours_source = m.encode_source(x[:1]) if size == m.cfg.image_size else None
     if ours_source is not None:  # our own x_s = R_s x_c + t_s + d_s, with R_s from our angles
-        diffs["x_s"] = _max_diff(ours_source.kp, ref["kp_source"])
+        diffs["x_s"] = max_diff(ours_source.kp, ref["kp_source"])
     features = m.appearance_feature_extractor(x[:1])
     eye = torch.eye(3).unsqueeze(0)
     source = SourceEncoding(features, kp[:1], motion.index(slice(0, 1)), kp_source, eye,
                             m.dense_motion.prepare_source(features, kp_source))
     step = 1 if size <= 128 else recipes.G_STEP_256
     image = m.synthesize(source, kp_driving, eye).image[..., ::step, ::step]
-    diffs["F+M+G image"] = _max_diff(image, ref["prediction"])
+    diffs["F+M+G image"] = max_diff(image, ref["prediction"])
     return diffs
 
 
@@ -138,15 +115,7 @@ def test_every_network_matches_the_reference_at_128px(converted):
 
 def _animate(checkpoint: Path, crops: np.ndarray, folder: Path) -> np.ndarray:
     """``facevid2vid animate --mode absolute --no-crop`` on crops[0] driven by crops[1:] (a lossless video)."""
-    from facevid2vid.video_io import read_image, write_image, write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    source = write_image(folder / "source.png", crops[0])
-    driving = write_video(folder / "driving.mov", list(crops[1:]), 25, codec="png", crf=None, pix_fmt="rgb24")
-    frames = folder / "frames"
-    assert cli(["animate", "--source", str(source), "--driving", str(driving), "--output", str(frames / "%05d.png"),
-                "--mode", "absolute", "--no-crop", "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
-    return np.stack([read_image(p) for p in sorted(frames.glob("*.png"))])
+    return animate_cli(checkpoint, crops[0], crops[1:], "absolute", folder)
 
 
 def _at_size(c: Converted, size: int, folder: Path) -> Path:
@@ -160,11 +129,9 @@ def _at_size(c: Converted, size: int, folder: Path) -> Path:
 def test_animate_reproduces_the_reference_demo_at_128px(converted, tmp_path):
     """One driving frame (frames are independent in absolute mode; -m slow runs two at 256 px)."""
     frames = _animate(_at_size(converted, 128, tmp_path), converted.crops[128][:2], tmp_path / "run")
-    expected = converted.e2e["e2e_128"][:1]
-    assert frames.shape == expected.shape
-    diff = np.abs(frames.astype(int) - expected.astype(int))
-    print(converted.variant, "max", diff.max(), "mean", diff.mean())
-    assert diff.max() <= IMAGE_TOL
+    worst, mean = image_diff(frames, converted.e2e["e2e_128"][:1])
+    print(converted.variant, "max", worst, "mean", mean)
+    assert worst <= IMAGE_TOL
 
 
 @pytest.mark.slow
@@ -174,9 +141,9 @@ def test_every_network_and_animate_match_the_reference_at_256px(converted, conve
     assert diffs.pop("H rotation") <= 1e-5
     assert max(diffs.values()) <= NETWORK_TOL, diffs
     frames = _animate(converted_file, converted.crops[256], tmp_path / "run")
-    diff = np.abs(frames.astype(int) - converted.e2e["e2e_256"].astype(int))
-    print(converted.variant, "end to end max", diff.max(), "mean", diff.mean())
-    assert diff.max() <= IMAGE_TOL
+    worst, mean = image_diff(frames, converted.e2e["e2e_256"])
+    print(converted.variant, "end to end max", worst, "mean", mean)
+    assert worst <= IMAGE_TOL
 
 
 def test_the_converted_checkpoint_says_where_it_comes_from(converted, converted_file):
@@ -203,24 +170,8 @@ def test_the_converted_checkpoint_says_where_it_comes_from(converted, converted_
 # ----------------------------------------------------------------------------- what the converter refuses
 
 
-class _Boom:
-    """Unpickling this would create a file: the converter must never get that far."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path, capsys):
-    marker, bad = tmp_path / "ran", tmp_path / "evil.pth.tar"
-    with open(bad, "wb") as f:
-        pickle.dump({"generator": _Boom(marker), "kp_detector": {}, "he_estimator": {}}, f)
-    assert cli(["convert", "--from", "open-fv2v", str(bad), "--output", str(tmp_path / "out.safetensors")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "refused" in err and "evil.pth.tar" in err, err
-    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+    check_pickle_refused_unrun(tmp_path, capsys, "open-fv2v", "evil.pth.tar", ("kp_detector", "he_estimator"))
 
 
 def test_a_git_lfs_pointer_is_recognised(tmp_path, capsys):
@@ -369,7 +320,7 @@ def test_spectral_norm_folds_to_the_weight_eval_mode_uses():
 
 def test_batch_norm_runs_on_running_statistics(converted):
     """A converted network's output for one image does not depend on the rest of the batch (eval mode)."""
-    x = _images(converted.crops[128])
+    x = to_images(converted.crops[128])
     with torch.no_grad():
         alone, batch = converted.model.he_estimator.heads(x[:1]), converted.model.he_estimator.heads(x)
     assert torch.allclose(alone.delta, batch.delta[:1], atol=1e-6)

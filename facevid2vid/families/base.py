@@ -25,6 +25,10 @@ class FamilyConfig:
         """Side of rendered frames (the input side for these families)."""
         return self.image_size
 
+    def side(self, scale: float) -> int:
+        """The side of the image scaled by ``scale``."""
+        return round(self.image_size * scale)
+
     def validate(self):
         """ValueError naming the first field of the wrong type or outside its bounds."""
         if not isinstance(self.name, str) or not 0 < len(self.name) <= 100:

@@ -76,10 +76,6 @@ class FOMMConfig(FamilyConfig):
     # FOMM's vox config: 10 for both
     loss_equivariance_jacobian: float = 10.0
 
-    def side(self, scale: float) -> int:
-        """The side of the image scaled by ``scale``."""
-        return round(self.image_size * scale)
-
     @property
     def heatmap_side(self) -> int:
         """Side of K's heatmaps: the 7x7 heads take 3 - kp_padding pixels off each side."""

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from facevid2vid.geometry import no_autocast
+from facevid2vid.models.hourglass2d import Hourglass2d
 from facevid2vid.models.keypoints import GaussianDownsample
 from facevid2vid.structures import KeypointMotion
 
-from .blocks import Hourglass, coordinate_grid, gaussians, warp
+from .blocks import coordinate_grid, gaussians, warp
 from .config import FOMMConfig
 
 
@@ -54,10 +55,10 @@ class DenseMotionNetwork(nn.Module):
         k = cfg.num_keypoints
         self.kp_variance, self.align_corners = cfg.kp_variance, cfg.align_corners
         # per motion: its Gaussian difference and the 3 channels of the source it deforms
-        self.hourglass = Hourglass(cfg.dense_motion_block_expansion, (k + 1) * 4, cfg.dense_motion_num_blocks,
-                                   cfg.dense_motion_max_features)
-        self.mask = nn.Conv2d(self.hourglass.out_filters, k + 1, 7, padding=3)
-        self.occlusion = nn.Conv2d(self.hourglass.out_filters, 1, 7, padding=3) if cfg.estimate_occlusion_map else None
+        self.hourglass = Hourglass2d((k + 1) * 4, cfg.dense_motion_block_expansion, cfg.dense_motion_num_blocks,
+                                     cfg.dense_motion_max_features)
+        self.mask = nn.Conv2d(self.hourglass.out_channels, k + 1, 7, padding=3)
+        self.occlusion = nn.Conv2d(self.hourglass.out_channels, 1, 7, padding=3) if cfg.estimate_occlusion_map else None
         # the reference's AntiAliasInterpolation2d (its kernel buffer is recomputed, not stored)
         self.down = (GaussianDownsample(cfg.dense_motion_scale_factor) if cfg.dense_motion_scale_factor != 1
                      else nn.Identity())

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from facevid2vid.geometry import no_autocast
+from facevid2vid.models.hourglass2d import Hourglass2d
 from facevid2vid.models.keypoints import GaussianDownsample
 from facevid2vid.structures import KeypointMotion
 
-from .blocks import Hourglass, coordinate_grid
+from .blocks import coordinate_grid
 from .config import FOMMConfig
 
 
@@ -25,12 +26,12 @@ class KPDetector(nn.Module):
         super().__init__()
         k = cfg.num_keypoints
         self.temperature = cfg.temperature
-        self.predictor = Hourglass(cfg.kp_block_expansion, 3, cfg.kp_num_blocks, cfg.kp_max_features)
-        self.kp = nn.Conv2d(self.predictor.out_filters, k, 7, padding=cfg.kp_padding)
+        self.predictor = Hourglass2d(3, cfg.kp_block_expansion, cfg.kp_num_blocks, cfg.kp_max_features)
+        self.kp = nn.Conv2d(self.predictor.out_channels, k, 7, padding=cfg.kp_padding)
         self.jacobian = None
         if cfg.estimate_jacobian:
             self.num_jacobian_maps = 1 if cfg.single_jacobian_map else k
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4 * self.num_jacobian_maps, 7,
+            self.jacobian = nn.Conv2d(self.predictor.out_channels, 4 * self.num_jacobian_maps, 7,
                                       padding=cfg.kp_padding)
             nn.init.zeros_(self.jacobian.weight)
             with torch.no_grad():

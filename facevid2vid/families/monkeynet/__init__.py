@@ -1,7 +1,8 @@
 """Monkey-Net (Siarohin et al., "Animating Arbitrary Objects via Deep Motion Transfer", CVPR 2019).
 
 Our own implementation, read from the paper and its public code (AliaksandrSiarohin/monkey-net,
-``config/vox.yaml`` for the sizes), one file per network:
+``config/vox.yaml`` for the sizes), one file per network, each on the 2D hourglass of
+:mod:`facevid2vid.models.hourglass2d` (FOMM's too):
 
 - K, :mod:`.kp_detector`: hourglass on the frame at 1/4 -> K = 10 heatmaps, softmax with
   temperature 0.1, keypoints = expected (x, y) in [-1, 1]; one frame at a time, no Jacobians.

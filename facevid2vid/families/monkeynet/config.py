@@ -69,10 +69,6 @@ class MonkeyNetConfig(FamilyConfig):
     # weight of a keypoint equivariance term (not in Monkey-Net; 0 keeps training as the paper's)
     loss_equivariance: float = 0.0
 
-    def side(self, scale: float) -> int:
-        """The side of the image scaled by ``scale``."""
-        return round(self.image_size * scale)
-
     def _validate_structure(self) -> None:
         for name in ("temperature", "kp_variance", "heatmap_norm"):
             if getattr(self, name) <= 0:

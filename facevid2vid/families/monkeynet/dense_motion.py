@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from facevid2vid.models.hourglass2d import Hourglass2d
+
 from .config import MonkeyNetConfig
-from .hourglass import Hourglass2d
 from .movement import coordinate_grid, deformed_sources, displacements
 
 

@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from facevid2vid.models.blocks import ResBlock2d
+from facevid2vid.models.hourglass2d import HourglassDecoder2d, HourglassEncoder2d
 
 from .config import MonkeyNetConfig
-from .hourglass import Decoder2d, Encoder2d
 from .movement import resize_flow, warp
 
 
@@ -24,8 +24,8 @@ class Generator(nn.Module):
     def __init__(self, cfg: MonkeyNetConfig):
         super().__init__()
         k = cfg.num_keypoints
-        self.encoder = Encoder2d(3, cfg.block_expansion, cfg.num_blocks, cfg.max_features)
-        self.decoder = Decoder2d(self.encoder.skip_channels, cfg.block_expansion, cfg.max_features, extra_channels=k)
+        self.encoder = HourglassEncoder2d(3, cfg.block_expansion, cfg.num_blocks, cfg.max_features)
+        self.decoder = HourglassDecoder2d(3, cfg.block_expansion, cfg.num_blocks, cfg.max_features, extra_channels=k)
         c = self.decoder.out_channels  # block_expansion + 3 + K
         self.refinement = nn.Sequential(*(ResBlock2d(c) for _ in range(cfg.num_refinement_blocks)))
         self.final = nn.Conv2d(c, 3, 1)

@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--loss", type=float, default=0.0, help="packet loss of each direction's link")
     p.add_argument("--batch", type=int, default=CallSettings.max_batch, help="camera frames coded together at most")
     p.add_argument("--drift-check-every", type=int, default=CallSettings.drift_check_every,
-                   help="the sender synthesizes every N-th frame to check for drift (default: every frame)")
+                   help="the sender synthesizes every N-th frame to check for drift (default: the call's)")
     p.add_argument("--detect-every", type=int, default=CallSettings.detect_every, help="face detection interval")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()

@@ -22,7 +22,7 @@ MODEL_INT_BOUNDS = {
     "kp_block_expansion": (1, 512), "kp_max_features": (1, 2048), "kp_num_blocks": (1, 8), "kp_depth": (1, 64),
     "he_block_expansion": (1, 256), "he_num_bins": (2, 360),
     "motion_compressed_channels": (1, 256), "motion_block_expansion": (1, 512), "motion_max_features": (1, 2048),
-    "motion_num_blocks": (1, 8), "motion_mask_kernel": (1, 15),
+    "motion_num_blocks": (1, 8), "motion_mask_kernel": (1, 15), "motion_downsample": (1, 4),
     "num_2d_resblocks": (0, 32), "generator_channels": (1, 2048),
     "appearance_first_kernel": (1, 15), "kp_heatmap_kernel": (1, 15), "spade_hidden": (1, 1024),
     "disc_block_expansion": (1, 512), "disc_max_features": (1, 2048), "disc_num_blocks": (1, 8),
@@ -46,7 +46,8 @@ BACKWARD_COMPATIBLE_DEFAULTS = {
         "appearance_first_kernel": 7, "kp_heatmap_kernel": 7, "kp_downsample": "bilinear", "he_trunk": "bottleneck",
         "angle_convention": "ours", "upsample_3d": "nearest", "downsample_3d": "pool", "motion_final_conv": False,
         "warp_align_corners": True, "warp_padding": "border", "generator_decoder": "resblocks",
-        "generator_spectral_norm": True, "generator_activation": "relu", "spade_hidden": 128}.items()},
+        "generator_spectral_norm": True, "generator_activation": "relu", "spade_hidden": 128,
+        "motion_downsample": 1}.items()},
 }
 
 # the choices of the string-valued architecture options (docs/checkpoints.md says which open fv2v needs)
@@ -114,6 +115,9 @@ class ModelConfig:
     kp_variance: float = 0.01  # Gaussian heatmap variance in normalised coordinates
     motion_mask_kernel: int = 7  # size of the 3D conv that predicts the K+1 masks (7 in the open code)
     flow_mode: str = "rotation"  # "rotation": R_s R_d^-1 per keypoint; "identity": as open code
+    # M's hourglass works on the volume at 1/n of its height and width (masks and occlusion upsampled
+    # back; the keypoint flows stay exact at full size): about n*n times cheaper, the real-time preset's lever
+    motion_downsample: int = 1
 
     # G: generator
     num_2d_resblocks: int = 6  # 2D residual blocks (SPADE blocks with generator_decoder "spade")
@@ -199,9 +203,10 @@ class ModelConfig:
         if kp_side < 1 or kp_side % 2**self.kp_num_blocks:
             raise ValueError(f"image_size * kp_scale_factor = {kp_side} px must be divisible by "
                              f"2**kp_num_blocks = {2 ** self.kp_num_blocks}")
-        if self.volume_size % 2**self.motion_num_blocks:
-            raise ValueError(f"the volume side image_size / volume_downsample = {self.volume_size} must be "
-                             f"divisible by 2**motion_num_blocks = {2 ** self.motion_num_blocks}")
+        if self.volume_size % (self.motion_downsample * 2**self.motion_num_blocks):
+            raise ValueError(f"the volume side image_size / volume_downsample = {self.volume_size} must be divisible "
+                             f"by motion_downsample * 2**motion_num_blocks = "
+                             f"{self.motion_downsample * 2 ** self.motion_num_blocks}")
         elements = self.feature_channels * self.feature_depth * self.volume_size**2
         if elements > MAX_VOLUME_ELEMENTS:
             raise ValueError(f"the appearance volume {'x'.join(map(str, self.volume_shape))} has {elements} values, "
@@ -370,6 +375,29 @@ def _lite_128() -> ModelConfig:
     return cfg
 
 
+def _bundled_128() -> ModelConfig:
+    # The bundled v1 model's shape (configs/bundled-cpu.yaml): lite-128 narrowed for CPU training
+    cfg = _lite_128()
+    cfg.name = "bundled-128"
+    cfg.num_keypoints = 10
+    cfg.motion_mask_kernel = 3
+    cfg.motion_block_expansion = 8
+    cfg.motion_max_features = 128
+    cfg.kp_max_features = 128
+    cfg.generator_channels = 64
+    cfg.num_2d_resblocks = 2
+    return cfg
+
+
+def _realtime_128() -> ModelConfig:
+    # The live call's model (docs/call.md): the bundled model's networks with M at half the volume's
+    # height and width, so its weights warm-start it; M costs about a quarter, a frame about 60 %
+    cfg = _bundled_128()
+    cfg.name = "realtime-128"
+    cfg.motion_downsample = 2
+    return cfg
+
+
 def _cpu_256() -> ModelConfig:
     # The bundled model's shape: 256 px in and out, with the appearance volume at 1/8 of the image
     # (16 x 8 x 32 x 32) so that M and G cost what they cost at 128 px, plus one more upsampling
@@ -463,6 +491,8 @@ PRESETS = {
     "paper-512": _paper_512,
     "lite-256": _lite_256,
     "lite-128": _lite_128,
+    "bundled-128": _bundled_128,
+    "realtime-128": _realtime_128,
     "cpu-256": _cpu_256,
     "tiny": _tiny,
     "open-fv2v-256": lambda: open_fv2v_config("vox-256.yaml", "spade"),

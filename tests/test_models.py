@@ -184,3 +184,35 @@ def test_geometry_stays_float32_under_autocast(tiny):
     # keypoints only differ by the bfloat16 convolutions upstream, not by bfloat16 geometry
     assert (kp_d - ref.kp_driving).abs().max() < 0.1
     assert motion.translation.dtype == torch.float32 and motion.yaw.dtype == torch.float32
+
+
+def test_motion_downsample_runs_m_coarser_with_full_size_outputs(tiny):
+    cfg = dataclasses.replace(tiny.cfg, motion_downsample=2)
+    coarse = FaceVid2Vid(cfg).eval()
+    coarse.load_state_dict(tiny.state_dict())  # same tensors: a full-size model warm-starts it
+    seen = []
+    coarse.dense_motion.hourglass.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape[2:])))
+    x = _images(2, cfg.image_size)
+    with torch.no_grad():
+        vol, kp = coarse.appearance_feature_extractor(x), coarse.kp_detector(x)
+        rot = rotation_from_angles(*(torch.tensor([a, -a]) for a in (10.0, 5.0, 0.0)))
+        m = coarse.dense_motion(vol, kp, kp.flip(0), rot, rot.flip(0))
+        full = tiny.dense_motion(vol, kp, kp.flip(0), rot, rot.flip(0))
+    d, h = cfg.feature_depth, cfg.volume_size
+    assert seen == [(d, h // 2, h // 2)]
+    assert m.mask.shape == full.mask.shape == (2, cfg.num_keypoints + 1, d, h, h)
+    assert torch.allclose(m.mask.sum(1), torch.ones(2, d, h, h), atol=1e-5)
+    assert m.occlusion.shape == (2, 1, h, h)
+    assert torch.equal(m.flows, full.flows)  # the keypoint flows stay exact at full size
+    assert not torch.allclose(m.mask, full.mask)  # but the masks come from the coarser grid
+    out = coarse.render(coarse.encode_source(x[:1]), coarse.estimate_motion(x))
+    assert out.shape == (2, 3, cfg.image_size, cfg.image_size)
+
+
+def test_motion_downsample_must_divide_the_volume():
+    cfg = dataclasses.replace(model_preset("tiny"), motion_downsample=4)  # 16 px volume, 3 blocks: 4 * 8 > 16
+    with pytest.raises(ValueError, match=r"motion_downsample \* 2\*\*motion_num_blocks = 32"):
+        cfg.validate()
+    assert model_preset("realtime-128").motion_downsample == 2
+    assert dataclasses.replace(model_preset("realtime-128"), name="x", motion_downsample=1) == \
+        dataclasses.replace(model_preset("bundled-128"), name="x")

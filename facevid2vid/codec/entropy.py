@@ -201,28 +201,24 @@ class MotionEntropyCoder:
             return self._decodes_to(prefix + value.to_bytes(tail_len, "big"), start, frames)
 
         original = int.from_bytes(tail, "big")
-        # the tails that decode correctly form an interval around the original: find its ends
-        lo, hi = 0, original
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if valid(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        low = hi
-        lo, hi = original, (1 << bits) - 1
+
+        def multiple_near(k: int) -> int | None:
+            """A valid tail that is a multiple of 2**k: the one below or above the original, if any."""
+            below = original >> k << k
+            above = below + (1 << k)
+            return next((c for c in (below, above) if c < 1 << bits and valid(c)), None)
+
+        # the tails that decode correctly form an interval around the original, so it holds a multiple
+        # of 2**k iff one of the two nearest the original is valid, and that holds for all k up to some
+        # k_max: binary search for it (about 2 log2(bits) decodes); its multiple is unique
+        lo, hi, candidate = 0, bits, original
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if valid(mid):
-                lo = mid
-            else:
+            found = multiple_near(mid)
+            if found is None:
                 hi = mid - 1
-        high = lo
-        # the value in [low, high] with the most trailing zero bits
-        for k in range(bits, -1, -1):
-            candidate = -(-low >> k) << k
-            if candidate <= high:
-                break
+            else:
+                lo, candidate = mid, found
         best = prefix + candidate.to_bytes(tail_len, "big")
         # drop trailing zero bytes, keeping more of them if the decoder needs them
         for n in range(len(best.rstrip(b"\0")), len(best) + 1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -32,9 +33,11 @@ class MotionFieldEstimator(nn.Module):
         super().__init__()
         c, d, k = cfg.feature_channels, cfg.feature_depth, cfg.num_keypoints
         cc = cfg.motion_compressed_channels
-        if cfg.volume_size % (2**cfg.motion_num_blocks) != 0:
-            raise ValueError(f"volume size {cfg.volume_size} is not divisible by 2**motion_num_blocks")
+        if cfg.volume_size % (cfg.motion_downsample * 2**cfg.motion_num_blocks) != 0:
+            raise ValueError(f"volume size {cfg.volume_size} is not divisible by motion_downsample * "
+                             f"2**motion_num_blocks")
         self.flow_mode = cfg.flow_mode
+        self.downsample = cfg.motion_downsample
         self.variance = cfg.kp_variance
         self.compress = nn.Sequential(Conv3d(c, cc, 1), nn.BatchNorm3d(cc), nn.ReLU(inplace=True))
         self.warp_options = dict(align_corners=cfg.warp_align_corners, padding=cfg.warp_padding)
@@ -46,11 +49,19 @@ class MotionFieldEstimator(nn.Module):
         self.mask = Conv3d(out, k + 1, ks, padding=ks // 2)
         self.occlusion = nn.Conv2d(out * d, 1, 7, padding=3) if cfg.estimate_occlusion else None
 
+    def working_size(self, spatial: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(D, h, w) of the volume -> (D, h / n, w / n), where the hourglass works (n = motion_downsample)."""
+        d, h, w = spatial
+        return (d, h // self.downsample, w // self.downsample)
+
     def prepare_source(self, features: torch.Tensor, kp_source: torch.Tensor) -> MotionSourceCache:
         """The source-only part of M, computed once per source: compressed f_s and source Gaussians."""
-        spatial = tuple(features.shape[2:])
-        return MotionSourceCache(compressed=self.compress(features),  # (B, cc, D, h, w)
-                                 heat=kp2gaussian(kp_source, spatial, self.variance))  # (B, K, D, h, w)
+        spatial = self.working_size(tuple(features.shape[2:]))
+        compressed = self.compress(features)
+        if self.downsample > 1:
+            compressed = F.avg_pool3d(compressed, (1, self.downsample, self.downsample))
+        return MotionSourceCache(compressed=compressed,  # (B, cc, D, h / n, w / n)
+                                 heat=kp2gaussian(kp_source, spatial, self.variance))  # (B, K, D, h / n, w / n)
 
     def heatmap_channel(self, heat_source: torch.Tensor, kp_driving: torch.Tensor, spatial) -> torch.Tensor:
         """(B, K+1, 1, D, h, w): driving minus source Gaussians, zeros for the background."""
@@ -63,8 +74,9 @@ class MotionFieldEstimator(nn.Module):
                 cache: MotionSourceCache | None = None) -> MotionOutput:
         """``cache`` (from :meth:`prepare_source`, batch 1 or B) skips the source-only work."""
         b = kp_driving.shape[0]
-        _, _, d, h, w = features.shape
-        spatial = (d, h, w)
+        full = tuple(features.shape[2:])
+        spatial = self.working_size(full)
+        d, h, w = spatial
         flows = keypoint_flows(kp_source, kp_driving, rot_source, rot_driving, spatial, self.flow_mode)
         k1 = flows.shape[1]
         cache = cache or self.prepare_source(features, kp_source)
@@ -75,9 +87,15 @@ class MotionFieldEstimator(nn.Module):
         heat = self.heatmap_channel(cache.heat, kp_driving, spatial).to(warped.dtype)
         x = torch.cat([heat, warped], dim=2).view(b, k1 * (cc + 1), d, h, w)  # (B, (K+1)(cc+1), D, h, w)
         pred = self.hourglass(x)
-        mask = torch.softmax(self.mask(pred), dim=1)
+        logits = self.mask(pred)  # (B, K+1, D, h, w)
         occlusion = None
         if self.occlusion is not None:
             flat = pred.reshape(b, -1, h, w)  # (B, out*D, h, w)
-            occlusion = torch.sigmoid(self.occlusion(flat))
-        return MotionOutput(flows=flows, mask=mask, occlusion=occlusion)
+            occlusion = self.occlusion(flat)
+        if spatial != full:  # back to the volume's size; the flows are exact there
+            flows = keypoint_flows(kp_source, kp_driving, rot_source, rot_driving, full, self.flow_mode)
+            logits = F.interpolate(logits, size=full, mode="trilinear", align_corners=False)
+            if occlusion is not None:
+                occlusion = F.interpolate(occlusion, size=full[1:], mode="bilinear", align_corners=False)
+        occlusion = None if occlusion is None else torch.sigmoid(occlusion)
+        return MotionOutput(flows=flows, mask=torch.softmax(logits, dim=1), occlusion=occlusion)

@@ -8,7 +8,8 @@ its own, both sharing one Animator. Prints, per direction and together: sustaine
 median and 95th-percentile latency (camera frame in -> synthesized frame out), kbps (key
 frames and motion), key frames and why, and the CPU use of the process.
 
-    python benchmarks/call.py                       # bundled model, 30 s, 2 threads
+    python benchmarks/call.py                       # the call's model (realtime-128), 30 s, 2 threads
+    python benchmarks/call.py --checkpoint facevid2vid/weights/facevid2vid.safetensors   # the bundled model
     python benchmarks/call.py --seconds 60 --loss 0.1 --threads 2 --json call.json
     python benchmarks/call.py --device cuda
 
@@ -29,7 +30,7 @@ from facevid2vid.data.fetch import fetch_samples
 from facevid2vid.outputs import write_text
 from facevid2vid.pipeline import load_animator
 from facevid2vid.serve.session import CallDirection, CapturedFrame
-from facevid2vid.serve.settings import CallSettings, LinkSettings
+from facevid2vid.serve.settings import CallSettings, LinkSettings, ServeSettings
 from facevid2vid.video_io import read_video
 
 CAMERA_FPS = 25.0
@@ -123,7 +124,8 @@ def print_report(result: dict, args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=None, help="default: the bundled model")
+    p.add_argument("--checkpoint", default=None,
+                   help="default: the call's (serve --call-checkpoint): the bundled real-time model realtime-128")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--warmup", type=float, default=5.0)
@@ -139,7 +141,7 @@ def main() -> None:
     args.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     samples = fetch_samples(quiet=True)
     clips = [read_video(samples.franck, max_frames=250)[0], read_video(samples.franck, start=2000, max_frames=250)[0]]
-    animator = load_animator(args.checkpoint, args.device)
+    animator = load_animator(args.checkpoint or ServeSettings().call_model, args.device)
     args.model_name = animator.model.cfg.name
     settings = CallSettings(max_batch=args.batch, input_queue=args.batch, drift_check_every=args.drift_check_every,
                             detect_every=args.detect_every, link=LinkSettings(loss=args.loss, seed=0))

@@ -26,7 +26,7 @@ import time
 import torch
 
 from facevid2vid import geometry
-from facevid2vid.checkpoint import default_checkpoint, load_checkpoint
+from facevid2vid.checkpoint import default_checkpoint, load_checkpoint, realtime_checkpoint
 from facevid2vid.complexity import network_meter, networks
 from facevid2vid.config import model_preset
 from facevid2vid.models import FaceVid2Vid
@@ -113,6 +113,9 @@ def models(checkpoints: list[str], families: list[str] = ()) -> dict[str, FaceVi
     bundled = default_checkpoint()
     if bundled is not None:
         out["bundled"] = load_checkpoint(bundled)
+    realtime = realtime_checkpoint()
+    if realtime is not None:
+        out["realtime (live call)"] = load_checkpoint(realtime)
     for path in checkpoints:
         out[path] = load_checkpoint(path)
     return {k: m.eval().float() for k, m in out.items()}

@@ -297,7 +297,16 @@ def model_fingerprint(model: nn.Module) -> bytes:
 
 def default_checkpoint() -> Path | None:
     """The bundled model (``facevid2vid/weights/facevid2vid.safetensors``), if present."""
-    path = Path(__file__).resolve().parent / "weights" / "facevid2vid.safetensors"
+    return _bundled_file("facevid2vid.safetensors")
+
+
+def realtime_checkpoint() -> Path | None:
+    """The bundled real-time model of the live call (``weights/realtime-128.safetensors``), if present."""
+    return _bundled_file("realtime-128.safetensors")
+
+
+def _bundled_file(name: str) -> Path | None:
+    path = Path(__file__).resolve().parent / "weights" / name
     return path if path.is_file() else None
 
 

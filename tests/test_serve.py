@@ -142,6 +142,23 @@ def test_settings_are_checked():
     assert ServeSettings(host="0.0.0.0").public and not ServeSettings().public
 
 
+def test_the_call_uses_the_real_time_model_unless_told_otherwise(tiny_animator, tiny_ckpt):
+    from facevid2vid.checkpoint import load_checkpoint, read_checkpoint_config, realtime_checkpoint
+    from facevid2vid.serve.app import Server
+
+    realtime = realtime_checkpoint()
+    assert realtime is not None and read_checkpoint_config(realtime).name == "realtime-128"
+    assert ServeSettings().call_model == str(realtime)
+    assert ServeSettings(checkpoint="mine.safetensors").call_model == "mine.safetensors"
+    assert ServeSettings(checkpoint="a.safetensors", call_checkpoint="b.safetensors").call_model == "b.safetensors"
+    other = Animator(load_checkpoint(tiny_ckpt), device="cpu")
+    server = Server(ServeSettings(), animator=tiny_animator, call_animator=other)
+    try:
+        assert server.calls.animator is other and server.jobs.animator is tiny_animator
+    finally:
+        server.workspace.cleanup()
+
+
 # -- the HTTP API, in-process -------------------------------------------------------------------
 
 

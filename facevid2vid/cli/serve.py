@@ -4,7 +4,8 @@ from __future__ import annotations
 from facevid2vid.cli._common import OptionTable, add_model_args, int_range
 
 SERVE = OptionTable("facevid2vid.serve.settings:ServeSettings",
-                    {"host": "host", "port": "port", "checkpoint": "checkpoint", "device": "device"},
+                    {"host": "host", "port": "port", "checkpoint": "checkpoint",
+                     "call_checkpoint": "call_checkpoint", "device": "device"},
                     # server limits and call tuning: defaults in facevid2vid/serve/settings.py
                     not_on_cli=frozenset({"limits", "call", "max_parties", "max_rooms"}))
 OPTION_TABLES = (SERVE,)
@@ -20,6 +21,9 @@ def register(sub) -> None:
                         "network, without any login)")
     p.add_argument("--port", type=int_range(0, 65535), default=7860, help="TCP port (default 7860)")
     add_model_args(p)
+    p.add_argument("--call-checkpoint", metavar="FILE", default=None,
+                   help="the live call's model (default: --checkpoint when given, else the bundled real-time "
+                        "model realtime-128, docs/call.md)")
     p.set_defaults(func=run)
 
 

@@ -32,17 +32,23 @@ MAX_FIELD_BYTES = 1024  # a text field
 class Server:
     """What the routes share: the model, the workspace, photos, jobs and calls."""
 
-    def __init__(self, settings: ServeSettings, animator=None):
+    def __init__(self, settings: ServeSettings, animator=None, call_animator=None):
+        """``animator`` (default: loaded from the settings) also serves the call unless ``call_animator``."""
         from facevid2vid.pipeline import load_animator
 
         settings.validate()
         self.settings = settings
-        self.animator = animator or load_animator(settings.checkpoint, settings.device)
+        if animator is None:
+            animator = load_animator(settings.checkpoint, settings.device)
+            if call_animator is None and settings.call_model != settings.checkpoint:
+                call_animator = load_animator(settings.call_model, settings.device)
+        self.animator = animator
+        self.call_animator = call_animator or animator
         self.workspace = Workspace()
         limits = settings.limits
         self.photos = PhotoStore(self.animator, self.workspace, limits.photos_kept)
         self.jobs = JobRunner(self.animator, self.workspace, limits.jobs_kept, limits.jobs_queued)
-        self.calls = CallManager(self.animator, settings.call, settings.max_parties, settings.max_rooms)
+        self.calls = CallManager(self.call_animator, settings.call, settings.max_parties, settings.max_rooms)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photos")
 
     async def run(self, fn, *args):
@@ -147,6 +153,7 @@ async def info(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     cfg = server.animator.model.cfg
     return web.json_response({"model": cfg.name, "size": cfg.image_size, "device": str(server.animator.device),
+                              "call_model": server.call_animator.model.cfg.name,
                               "samples": sorted(sample_stills()), "limits": asdict(server.settings.limits),
                               "call": asdict(server.settings.call)})
 
@@ -316,8 +323,9 @@ def serve(settings: ServeSettings, animator=None) -> None:
     url = f"http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.port}"
 
     def ready(_message: str) -> None:
-        print(f"facevid2vid serve: {url}/ (animate, free view) and {url}/call (live call); Ctrl-C stops",
-              flush=True)
+        models = {"animate": server.animator.model.cfg.name, "call": server.call_animator.model.cfg.name}
+        print(f"facevid2vid serve: {url}/ (animate, free view: {models['animate']}) and {url}/call "
+              f"(live call: {models['call']}); Ctrl-C stops", flush=True)
 
     logging.basicConfig(level=logging.WARNING, format="facevid2vid serve: %(message)s")
     try:

@@ -80,6 +80,8 @@ class ServeSettings:
     host: str = "127.0.0.1"  # only this machine; 0.0.0.0 opens the server to the network
     port: int = 7860
     checkpoint: str | None = None  # default: the bundled model
+    # the live call's model; default: ``checkpoint`` when one is named, else the bundled real-time model
+    call_checkpoint: str | None = None
     device: str = "auto"
     limits: UploadLimits = field(default_factory=UploadLimits)
     call: CallSettings = field(default_factory=CallSettings)
@@ -93,6 +95,16 @@ class ServeSettings:
             raise InputError("max_parties and max_rooms must be positive")
         self.limits.validate()
         self.call.validate()
+
+    @property
+    def call_model(self) -> str | None:
+        """The checkpoint the live call loads (None: the bundled model)."""
+        from facevid2vid.checkpoint import realtime_checkpoint
+
+        if self.call_checkpoint is not None or self.checkpoint is not None:
+            return self.call_checkpoint or self.checkpoint
+        path = realtime_checkpoint()
+        return None if path is None else str(path)
 
     @property
     def public(self) -> bool:

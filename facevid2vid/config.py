@@ -375,10 +375,10 @@ def _lite_128() -> ModelConfig:
     return cfg
 
 
-def _bundled_128() -> ModelConfig:
-    # The bundled v1 model's shape (configs/bundled-cpu.yaml): lite-128 narrowed for CPU training
-    cfg = _lite_128()
-    cfg.name = "bundled-128"
+def _narrowed(cfg: ModelConfig, name: str) -> ModelConfig:
+    # The CPU models' narrowing (configs/bundled-cpu.yaml): 10 keypoints, a thin M with a 3x3x3 mask
+    # conv, a thin G, so that a training step fits a CPU budget
+    cfg.name = name
     cfg.num_keypoints = 10
     cfg.motion_mask_kernel = 3
     cfg.motion_block_expansion = 8
@@ -389,11 +389,15 @@ def _bundled_128() -> ModelConfig:
     return cfg
 
 
+def _bundled_128() -> ModelConfig:
+    # The bundled v1 model's shape: lite-128 narrowed
+    return _narrowed(_lite_128(), "bundled-128")
+
+
 def _realtime_128() -> ModelConfig:
     # The live call's model (docs/call.md): the bundled model's networks with M at half the volume's
     # height and width, so its weights warm-start it; M costs about a quarter, a frame about 60 %
-    cfg = _bundled_128()
-    cfg.name = "realtime-128"
+    cfg = _narrowed(_lite_128(), "realtime-128")
     cfg.motion_downsample = 2
     return cfg
 
@@ -401,19 +405,11 @@ def _realtime_128() -> ModelConfig:
 def _cpu_256() -> ModelConfig:
     # The bundled model's shape: 256 px in and out, with the appearance volume at 1/8 of the image
     # (16 x 8 x 32 x 32) so that M and G cost what they cost at 128 px, plus one more upsampling
-    # stage in G. Thin M (3x3x3 mask conv) and G: synthesis stays under 0.1 s a frame on 2 CPU cores.
-    cfg = _lite_256()
-    cfg.name = "cpu-256"
-    cfg.num_keypoints = 10
+    # stage in G. Narrowed as the 128 px model: synthesis stays under 0.1 s a frame on 2 CPU cores.
+    cfg = _narrowed(_lite_256(), "cpu-256")
     cfg.volume_downsample = 8
     cfg.appearance_max_features = 64  # the third down block keeps 64 channels, as F's output at 128 px
     cfg.kp_scale_factor = 0.125  # L sees 32x32, as at 128 px with 0.25
-    cfg.kp_max_features = 128
-    cfg.motion_mask_kernel = 3
-    cfg.motion_block_expansion = 8
-    cfg.motion_max_features = 128
-    cfg.generator_channels = 64
-    cfg.num_2d_resblocks = 2
     # D convolves at full resolution before each pooling: at 256 px its width is what a step costs
     cfg.disc_block_expansion = 16
     cfg.disc_max_features = 128

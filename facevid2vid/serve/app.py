@@ -323,9 +323,8 @@ def serve(settings: ServeSettings, animator=None) -> None:
     url = f"http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.port}"
 
     def ready(_message: str) -> None:
-        models = {"animate": server.animator.model.cfg.name, "call": server.call_animator.model.cfg.name}
-        print(f"facevid2vid serve: {url}/ (animate, free view: {models['animate']}) and {url}/call "
-              f"(live call: {models['call']}); Ctrl-C stops", flush=True)
+        print(f"facevid2vid serve: {url}/ (animate, free view: {server.animator.model.cfg.name}) and {url}/call "
+              f"(live call: {server.call_animator.model.cfg.name}); Ctrl-C stops", flush=True)
 
     logging.basicConfig(level=logging.WARNING, format="facevid2vid serve: %(message)s")
     try:

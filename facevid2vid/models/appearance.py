@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
+from .blocks import DownBlock2d, ResBlock3d, SameBlock2d, cpu_channels_last
 
 
 class AppearanceFeatureExtractor(nn.Module):
@@ -28,7 +28,7 @@ class AppearanceFeatureExtractor(nn.Module):
         self.resblocks = nn.Sequential(*(ResBlock3d(self.channels) for _ in range(cfg.num_3d_resblocks)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.to_volume(self.down(self.first(image)))  # (B, C*D, S/v, S/v)
+        x = self.to_volume(self.down(self.first(cpu_channels_last(image))))  # (B, C*D, S/v, S/v)
         b, _, h, w = x.shape
-        x = x.view(b, self.channels, self.depth, h, w)  # (B, C, D, S/v, S/v)
+        x = x.contiguous().view(b, self.channels, self.depth, h, w)  # (B, C, D, S/v, S/v)
         return self.resblocks(x)

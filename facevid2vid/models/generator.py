@@ -7,7 +7,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..geometry import compose_flow
 from ..structures import GeneratorOutput
-from .blocks import ResBlock2d, SameBlock2d, UpBlock2d, maybe_sn, warp_3d
+from .blocks import ResBlock2d, SameBlock2d, UpBlock2d, cpu_channels_last, maybe_sn, warp_3d
 from .spade import SPADEDecoder
 
 
@@ -48,7 +48,7 @@ class Generator(nn.Module):
         flow = compose_flow(flows, mask.to(flows.dtype))  # (B, D, h, w, 3)
         warped = warp_3d(features, flow, **self.warp_options)  # (B, C, D, h, w)
         b, c, d, h, w = warped.shape
-        x = self.mix(self.project(warped.reshape(b, c * d, h, w)))  # (B, gc, h, w)
+        x = self.mix(self.project(cpu_channels_last(warped.reshape(b, c * d, h, w))))  # (B, gc, h, w)
         if occlusion is not None:
             x = x * occlusion.to(x.dtype)
-        return GeneratorOutput(image=self.decode(x), mask=mask, occlusion=occlusion, flow=flow)
+        return GeneratorOutput(image=self.decode(x).contiguous(), mask=mask, occlusion=occlusion, flow=flow)

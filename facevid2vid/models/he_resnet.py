@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..structures import HeadMotion
+from .blocks import cpu_channels_last
 from .pose_expression import HeadOutputs, head_outputs, motion_from_heads
 
 
@@ -78,7 +79,7 @@ class WideningPoseExpressionEstimator(nn.Module):
         self.delta = nn.Linear(cin, 3 * cfg.num_keypoints)
 
     def heads(self, image: torch.Tensor) -> HeadOutputs:
-        x = F.max_pool2d(F.relu(self.stem(image)), 3, stride=2, padding=1)
+        x = F.max_pool2d(F.relu(self.stem(cpu_channels_last(image))), 3, stride=2, padding=1)
         feat = self.stages(x).mean(dim=(2, 3))  # global average pool: (B, C)
         return head_outputs(self, feat)
 

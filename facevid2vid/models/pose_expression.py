@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from ..config import ModelConfig
 from ..geometry import angles_from_bins
 from ..structures import HeadMotion
+from .blocks import cpu_channels_last
 from .conventions import our_angles
 
 
@@ -98,7 +99,7 @@ class HeadPoseExpressionEstimator(nn.Module):
         self.delta = nn.Linear(cin, 3 * cfg.num_keypoints)
 
     def heads(self, image: torch.Tensor) -> HeadOutputs:
-        feat = self.stages(self.stem(image)).mean(dim=(2, 3))  # global average pool: (B, C)
+        feat = self.stages(self.stem(cpu_channels_last(image))).mean(dim=(2, 3))  # global average pool: (B, C)
         return head_outputs(self, feat)
 
     def forward(self, image: torch.Tensor) -> HeadMotion:

@@ -6,7 +6,8 @@ server's session layer, exactly as ``facevid2vid serve`` does behind WebRTC (fac
 encoder -> lossy link -> decoder, :mod:`facevid2vid.serve.session`), in a worker thread of
 its own, both sharing one Animator. Prints, per direction and together: sustained fps shown,
 median and 95th-percentile latency (camera frame in -> synthesized frame out), kbps (key
-frames and motion), key frames and why, and the CPU use of the process.
+frames and motion), key frames and why, the PSNR of the frames shown against the face crops
+the sender coded, and the CPU use of the process.
 
     python benchmarks/call.py                       # the call's model (realtime-128), 30 s, 2 threads
     python benchmarks/call.py --checkpoint facevid2vid/weights/facevid2vid.safetensors   # the bundled model
@@ -31,7 +32,7 @@ from facevid2vid.outputs import write_text
 from facevid2vid.pipeline import load_animator
 from facevid2vid.serve.session import CallDirection, CapturedFrame
 from facevid2vid.serve.settings import CallSettings, LinkSettings, ServeSettings
-from facevid2vid.video_io import read_video
+from facevid2vid.video_io import read_video, resize_square
 
 CAMERA_FPS = 25.0
 
@@ -50,13 +51,48 @@ def camera(direction: CallDirection, frames: np.ndarray, stop: threading.Event, 
         i += 1
 
 
-def worker(direction: CallDirection, stop: threading.Event, wake: threading.Event, latencies: list) -> None:
+class Fidelity:
+    """PSNR of each frame shown against the face crop the sender coded for it, at the model's size.
+
+    Wraps the sender's encoder to keep the crops it is given (by frame index, until shown or
+    passed), so the figure covers every frame the receiver shows, checked by the sender or not.
+    """
+
+    def __init__(self, direction: CallDirection):
+        self.crops: dict[int, np.ndarray] = {}
+        self.psnr: list[float] = []
+        encoder = direction.sender.encoder
+        encode = encoder.encode
+
+        def keep(frames, present=None):
+            for i, crop in enumerate(frames):
+                self.crops[encoder.frame_index + i] = crop
+            return encode(frames, present)
+
+        encoder.encode = keep
+
+    def add(self, shown: list) -> None:
+        for frame in shown:
+            crop = self.crops.pop(frame.index, None)
+            if crop is None:
+                continue
+            image = resize_square(frame.image[None], crop.shape[0])[0]
+            err = np.mean((image.astype(np.float32) - crop) ** 2) / 255.0 ** 2
+            self.psnr.append(float(10 * np.log10(1 / max(err, 1e-10))))
+            for old in [k for k in self.crops if k < frame.index]:
+                del self.crops[old]
+
+
+def worker(direction: CallDirection, stop: threading.Event, wake: threading.Event, latencies: list,
+           fidelity: Fidelity) -> None:
     """Step the direction whenever frames wait (as the server's per-party thread does)."""
     while not stop.is_set():
         if not wake.wait(0.1):
             continue
         wake.clear()
-        latencies += [f.latency for f in direction.step()]
+        shown = direction.step()
+        latencies += [f.latency for f in shown]
+        fidelity.add(shown)
 
 
 def run_call(animator, clips: list[np.ndarray], settings: CallSettings, seconds: float, warmup: float) -> dict:
@@ -65,26 +101,28 @@ def run_call(animator, clips: list[np.ndarray], settings: CallSettings, seconds:
     stop = threading.Event()
     wakes = [threading.Event() for _ in directions]
     latencies: list[list[float]] = [[], []]
+    fidelities = [Fidelity(d) for d in directions]
     threads = []
-    for d, frames, wake, lat in zip(directions, clips, wakes, latencies):
+    for d, frames, wake, lat, fid in zip(directions, clips, wakes, latencies, fidelities):
         threads += [threading.Thread(target=camera, args=(d, frames, stop, wake), daemon=True),
-                    threading.Thread(target=worker, args=(d, stop, wake, lat), daemon=True)]
+                    threading.Thread(target=worker, args=(d, stop, wake, lat, fid), daemon=True)]
     for t in threads:
         t.start()
     time.sleep(warmup)
-    marks = [(len(lat), d.snapshot()) for lat, d in zip(latencies, directions)]
+    marks = [(len(lat), len(fid.psnr), d.snapshot()) for lat, fid, d in zip(latencies, fidelities, directions)]
     cpu0, wall0 = time.process_time(), time.monotonic()
     time.sleep(seconds)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     stop.set()
     for t in threads:
         t.join(timeout=30)
-    rows = [measure(d, lat[n:], before, wall) for d, lat, (n, before) in zip(directions, latencies, marks)]
+    rows = [measure(d, lat[n:], fid.psnr[m:], before, wall)
+            for d, lat, fid, (n, m, before) in zip(directions, latencies, fidelities, marks)]
     return {"directions": rows, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "cpu_cores": round(cpu / wall, 2), "cores": os.cpu_count()}
 
 
-def measure(direction: CallDirection, latencies: list[float], before: dict, wall: float) -> dict:
+def measure(direction: CallDirection, latencies: list[float], psnr: list[float], before: dict, wall: float) -> dict:
     """Figures of one direction over the measured window (after the warm-up)."""
     after = direction.snapshot()
     sender, link, receiver = after["sender"], after["link"], after["receiver"]
@@ -96,6 +134,7 @@ def measure(direction: CallDirection, latencies: list[float], before: dict, wall
     return {"name": direction.name, "frames_shown": frames, "fps": round(frames / wall, 2),
             "latency_ms_median": round(float(np.median(ms)), 1) if ms else None,
             "latency_ms_p95": round(float(np.percentile(ms, 95)), 1) if ms else None,
+            "psnr_db": round(float(np.mean(psnr)), 2) if psnr else None,
             "kbps": round(8 * (key + motion) / wall / 1000, 3), "kbps_key": round(8 * key / wall / 1000, 3),
             "kbps_motion": round(8 * motion / wall / 1000, 3),
             "key_frames": sender["key_frames"] - b_sender["key_frames"], "key_reasons": sender["key_reasons"],
@@ -110,13 +149,13 @@ def print_report(result: dict, args) -> None:
           f"after {args.warmup:g} s warm-up, camera {CAMERA_FPS:g} fps, loss {args.loss:g}, max batch {args.batch}")
     print(f"load average at start: {args.load}")
     head = f"{'direction':<8} {'fps':>6} {'lat med':>8} {'lat p95':>8} {'kbps':>7} {'key':>7} {'motion':>7} " \
-           f"{'keys':>5} {'bits/fr':>7} {'lost':>5} {'recov':>5}"
+           f"{'keys':>5} {'bits/fr':>7} {'lost':>5} {'recov':>5} {'PSNR':>6}"
     print(head)
     for r in result["directions"]:
         med, p95 = r["latency_ms_median"] or 0, r["latency_ms_p95"] or 0
         print(f"{r['name']:<8} {r['fps']:>6.2f} {med:>7.0f}ms {p95:>6.0f}ms "
               f"{r['kbps']:>7.2f} {r['kbps_key']:>7.2f} {r['kbps_motion']:>7.2f} {r['key_frames']:>5} "
-              f"{r['motion_bits_per_frame']:>7.1f} {r['packets_lost']:>5} {r['recoveries']:>5}")
+              f"{r['motion_bits_per_frame']:>7.1f} {r['packets_lost']:>5} {r['recoveries']:>5} {r['psnr_db'] or 0:>6.2f}")
         print(f"         whole run: key frames {r['key_reasons']}; seconds in stages {r['stage_s']}")
     print(f"CPU: {result['cpu_s']:.1f} s in {result['wall_s']:.1f} s = {result['cpu_cores']:.2f} cores busy "
           f"of {result['cores']}")
@@ -134,6 +173,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=CallSettings.max_batch, help="camera frames coded together at most")
     p.add_argument("--drift-check-every", type=int, default=CallSettings.drift_check_every,
                    help="the sender synthesizes every N-th frame to check for drift (default: the call's)")
+    p.add_argument("--min-keyframe-interval", type=float, default=CallSettings.min_keyframe_interval,
+                   help="seconds after a key frame in which drift sends no new one (default: the call's)")
     p.add_argument("--detect-every", type=int, default=CallSettings.detect_every, help="face detection interval")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
@@ -144,7 +185,8 @@ def main() -> None:
     animator = load_animator(args.checkpoint or ServeSettings().call_model, args.device)
     args.model_name = animator.model.cfg.name
     settings = CallSettings(max_batch=args.batch, input_queue=args.batch, drift_check_every=args.drift_check_every,
-                            detect_every=args.detect_every, link=LinkSettings(loss=args.loss, seed=0))
+                            min_keyframe_interval=args.min_keyframe_interval, detect_every=args.detect_every,
+                            link=LinkSettings(loss=args.loss, seed=0))
     result = run_call(animator, clips, settings, args.seconds, args.warmup)
     print_report(result, args)
     if args.json:

@@ -110,6 +110,26 @@ def test_drift_checked_every_third_frame_renders_a_third_and_finds_drift_late(mo
         EncoderSettings(drift_check_every=2, keep_reconstruction=True).validate()
 
 
+def test_min_keyframe_interval_holds_back_drift_and_its_checks(model, face_frames):
+    frames, fps = face_frames
+    frames = frames.copy()
+    frames[6:] = 0  # drifts from frame 6 (test_drift_triggers_key_frames); quiet until frame 8
+    animator = Animator(model, batch_size=4)
+    rendered = []
+    render = animator.render
+    animator.render = lambda source, motion, view=None: rendered.append(motion.batch_size) or render(source, motion,
+                                                                                                     view)
+    encoder = Encoder(animator, fps, EncoderSettings(max_keyframe_interval=0, keyframe_threshold=3.0,
+                                                     min_keyframe_interval=8 / float(fps)))
+    packets = encoder.encode(frames) + encoder.finish()
+    keys = [f.index for f in decode_all(encoder.header, packets) if f.is_key]
+    assert keys == [0, 8] and encoder.stats.key_reasons == {"first": 1, "drift": 1}
+    # the key frames render once each; of the motion frames only 8 (drifted), none of the quiet 1-7 and 9
+    assert sum(rendered) == 2 + 1
+    with pytest.raises(InputError, match="min-keyframe-interval"):
+        EncoderSettings(min_keyframe_interval=-1).validate()
+
+
 def test_face_lost_and_found_trigger_key_frames(model, face_frames):
     frames, fps = face_frames
     present = np.ones(N_FRAMES, dtype=bool)

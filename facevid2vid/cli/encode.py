@@ -7,7 +7,8 @@ from facevid2vid.cli._common import (SMOOTHING, OptionTable, add_crop_arg, add_m
 ENCODER = OptionTable(
     "facevid2vid.codec.encoder:EncoderSettings",
     {"quality": "quality", "keyframe_threshold": "keyframe_threshold",
-     "max_keyframe_interval": "max_keyframe_interval", "keyframe_codec": "keyframe_codec",
+     "max_keyframe_interval": "max_keyframe_interval", "min_keyframe_interval": "min_keyframe_interval",
+     "keyframe_codec": "keyframe_codec",
      "frames_per_packet": "frames_per_packet", "drift_check_every": "drift_check_every"},
     elsewhere={"smoothing": "smooth"},  # SMOOTHING
     # library knobs: tuning and measurement (benchmarks/codec_rd.py), not for users
@@ -29,6 +30,9 @@ def register(sub) -> None:
                         "key frame's own synthesis (default 4)")
     p.add_argument("--max-keyframe-interval", type=nonnegative_float, default=10.0, metavar="SECONDS",
                    help="longest time between key frames; 0: no limit (default 10)")
+    p.add_argument("--min-keyframe-interval", type=nonnegative_float, default=0.0, metavar="SECONDS",
+                   help="after a key frame, drift sends no new one for this long (caps the key frame rate; "
+                        "default 0: no cap)")
     p.add_argument("--keyframe-codec", choices=["avif", "webp"], default="avif",
                    help="intra codec of key frames (default avif)")
     p.add_argument("--frames-per-packet", type=positive_int, default=1, metavar="N",

@@ -42,6 +42,9 @@ class EncoderSettings:
     quality: int = DEFAULT_QUALITY  # 1..100: key frame quality and motion step sizes
     keyframe_threshold: float = 4.0  # dB: allowed PSNR drop below the key frame's own synthesis
     max_keyframe_interval: float = 10.0  # seconds; 0 disables the periodic key frame
+    # seconds after a key frame in which drift sends no new one (and is not checked): caps the rate of
+    # drift key frames, each of which costs an intra encoding and a source encoding on both ends; 0: no cap
+    min_keyframe_interval: float = 0.0
     keyframe_codec: str = "avif"  # "avif" or "webp"
     keyframe_quality: int | None = None  # codec quality of key frames; None: ``quality``
     hysteresis: float = 0.3  # in steps: keep the previous index while within 0.5 + this
@@ -65,6 +68,8 @@ class EncoderSettings:
             raise InputError(f"--keyframe-threshold must be positive, got {self.keyframe_threshold}")
         if not self.max_keyframe_interval >= 0:
             raise InputError(f"--max-keyframe-interval must be >= 0, got {self.max_keyframe_interval}")
+        if not self.min_keyframe_interval >= 0:
+            raise InputError(f"--min-keyframe-interval must be >= 0, got {self.min_keyframe_interval}")
         if not 1 <= self.frames_per_packet <= bs.MAX_RUN:
             raise InputError(f"frames per packet must be in 1..{bs.MAX_RUN}, got {self.frames_per_packet}")
         if not self.hysteresis >= 0:
@@ -210,6 +215,7 @@ class Encoder:
         self.key_quality = self.settings.keyframe_quality or self.settings.quality
         interval = self.settings.max_keyframe_interval
         self.max_interval = max(1, round(interval * float(rate))) if interval > 0 else None
+        self.min_interval = round(self.settings.min_keyframe_interval * float(rate))  # frames
         self.frame_index = 0
         self.last_key: int | None = None
         self.previous: np.ndarray | None = None  # receiver's last indices
@@ -252,6 +258,15 @@ class Encoder:
         if self.max_interval is not None and index - self.last_key >= self.max_interval:
             return "interval"
         return None
+
+    def _quiet(self, index: int) -> bool:
+        """Frame ``index`` lies within ``min_keyframe_interval`` of the last key frame: no drift key frame."""
+        return index - self.last_key < self.min_interval
+
+    def _first_drift(self, quality: torch.Tensor) -> int:
+        """Position in a speculated run of the first frame that needs a drift key frame (else its length)."""
+        low = (quality < self.baseline_psnr - self.settings.keyframe_threshold).nonzero()[:, 0].tolist()
+        return next((j for j in low if not self._quiet(self.frame_index + j)), len(quality))
 
     # -- packets ------------------------------------------------------------------------------
 
@@ -341,8 +356,7 @@ class Encoder:
             reason = self._forced_reason(self.frame_index, events[i])
             if reason is None:
                 indices, synth, quality = self._speculate(frames, values, events, i)
-                drifted = (quality < self.baseline_psnr - self.settings.keyframe_threshold).nonzero()
-                keep = int(drifted[0, 0]) if len(drifted) else len(indices)
+                keep = self._first_drift(quality)
                 if keep:
                     every_frame = synth is not None and len(synth) == len(indices)
                     packets += self._accept(indices[:keep], synth[:keep] if every_frame else None, quality[:keep],
@@ -359,8 +373,9 @@ class Encoder:
         """Quantise and synthesize frames from ``start`` up to the next forced key frame (one batch).
 
         Returns indices int64 (n, P), the synthesized frames of the checked ones (every
-        ``drift_check_every``-th frame: (c, 3, S, S), or None) and the PSNR (n,) of each frame
-        (``inf`` for the unchecked ones, which pass).
+        ``drift_check_every``-th frame outside the quiet time after a key frame, all of them when
+        the reconstruction is kept or measured: (c, 3, S, S), or None) and the PSNR (n,) of each
+        frame (``inf`` for the unchecked ones, which pass).
         """
         from facevid2vid.video_io import to_tensor
 
@@ -373,7 +388,9 @@ class Encoder:
             run.append(previous)
         indices = np.stack(run)
         every = self.settings.drift_check_every
-        checked = [j for j in range(len(run)) if (self.frame_index + j) % every == 0]
+        keep_all = self.settings.keep_reconstruction or self.settings.measure_quantization
+        checked = [j for j in range(len(run)) if (self.frame_index + j) % every == 0
+                   and (keep_all or not self._quiet(self.frame_index + j))]
         quality = torch.full((len(run),), float("inf"))  # unchecked frames pass
         synth = None
         if checked:

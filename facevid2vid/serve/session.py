@@ -149,7 +149,8 @@ class Sender:
     def __init__(self, animator, settings: CallSettings):
         self.settings = settings
         self.size = animator.image_size
-        codec = EncoderSettings(quality=settings.quality, drift_check_every=settings.drift_check_every)
+        codec = EncoderSettings(quality=settings.quality, drift_check_every=settings.drift_check_every,
+                                min_keyframe_interval=settings.min_keyframe_interval)
         self.encoder = CallEncoder(animator, settings.fps, codec, frame_size=self.size)
         self.tracker = None
         self.times: dict[int, float] = {}  # frame index -> camera arrival time (recent frames)

@@ -56,6 +56,8 @@ class CallSettings:
     # the sender synthesizes every n-th frame for its drift check (EncoderSettings): 5 gives the call 15-16
     # fps instead of 8-10 on 2 CPU cores (benchmarks/call.py, docs/call.md)
     drift_check_every: int = 5
+    # drift sends at most one key frame per this many seconds (EncoderSettings.min_keyframe_interval)
+    min_keyframe_interval: float = 1.0
     key_retry: float = 1.0  # seconds before the receiver asks again for a key frame that did not come (0: each packet)
     window: int = 100  # frames over which latency percentiles are taken
     link: LinkSettings = field(default_factory=LinkSettings)
@@ -68,6 +70,8 @@ class CallSettings:
         for name in ("output_size", "max_batch", "input_queue", "detect_every", "drift_check_every", "window"):
             if getattr(self, name) < 1:
                 raise InputError(f"call setting {name} must be positive, got {getattr(self, name)}")
+        if not self.min_keyframe_interval >= 0:
+            raise InputError(f"call setting min_keyframe_interval must be >= 0, got {self.min_keyframe_interval}")
         if not self.key_retry >= 0:
             raise InputError(f"call setting key_retry must be >= 0, got {self.key_retry}")
         self.link.validate()

@@ -21,6 +21,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -269,7 +270,9 @@ class Trainer:
             stats["discriminator"] = self._discriminator_update(b, res)
         self.sched_g.step()
         if self.sched_d is not None:
-            self.sched_d.step()
+            with warnings.catch_warnings():  # before the GAN starts D has no update; its rate still follows the step
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                self.sched_d.step()
         with torch.no_grad():
             stats["l1"] = float((res.prediction - b.driving).abs().mean())
         self.step += 1

@@ -272,6 +272,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # also stop after this much wall time in fit (0: no limit); for equal-budget runs
     lr_milestones: tuple[int, ...] = (60_000, 90_000)  # step decay by lr_gamma
     lr_gamma: float = 0.1
+    # linear rise of both learning rates over the first N steps: a run started with --init-from gets a
+    # fresh Adam, whose first full-size steps knock a trained model back (0: full rate from step 0)
+    lr_warmup_steps: int = 0
     grad_clip: float = 10.0
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # older step checkpoints are deleted (0 keeps all)
@@ -307,7 +310,8 @@ class TrainConfig:
         """ValueError naming the first training setting out of range (the model's are checked too)."""
         self.model.validate()
         for name, low in (("batch_size", 1), ("num_workers", 0), ("max_steps", 0), ("checkpoint_every", 0),
-                          ("keep_checkpoints", 0), ("log_every", 0), ("image_every", 0), ("gan_start_step", 0)):
+                          ("keep_checkpoints", 0), ("log_every", 0), ("image_every", 0), ("gan_start_step", 0),
+                          ("lr_warmup_steps", 0)):
             _check_int(name, getattr(self, name), low, 1 << 40)
         for name in ("lr_generator", "lr_discriminator", "lr_gamma", "grad_clip"):
             value = getattr(self, name)

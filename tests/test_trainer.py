@@ -206,6 +206,13 @@ def test_lr_schedule_steps_down_at_milestones():
     assert lr_factor(25, (10, 20), 0.1) == pytest.approx(0.01)
 
 
+def test_lr_warmup_rises_linearly_then_holds():
+    assert [lr_factor(s, (), 0.1, warmup=4) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    assert lr_factor(1, (1,), 0.1, warmup=4) == pytest.approx(0.05)  # with the decay
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        TrainConfig(lr_warmup_steps=-1).validate()
+
+
 def test_cli_train_reports_bad_inputs(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "none"), "--output", str(tmp_path / "r")]) == 1
     assert "prepare" in capsys.readouterr().err

@@ -60,9 +60,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(step: int, milestones, gamma: float) -> float:
-    """Step decay: multiply by ``gamma`` at each milestone already passed."""
-    return gamma ** sum(1 for m in milestones if step >= m)
+def lr_factor(step: int, milestones, gamma: float, warmup: int = 0) -> float:
+    """Step decay: multiply by ``gamma`` at each milestone already passed; a linear rise over ``warmup`` steps."""
+    rise = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return rise * gamma ** sum(1 for m in milestones if step >= m)
 
 
 class RunLog:
@@ -163,7 +164,7 @@ class Trainer:
         """Adam for G and D with the step-decay schedule, and the per-rank step generator."""
         cfg = self.cfg
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_generator, betas=tuple(cfg.betas))
-        schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma)  # noqa: E731
+        schedule = lambda s: lr_factor(s, cfg.lr_milestones, cfg.lr_gamma, cfg.lr_warmup_steps)  # noqa: E731
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
         self.opt_d = self.sched_d = None
         if self.disc is not None:

@@ -10,7 +10,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..geometry import keypoint_flows, kp2gaussian
 from ..structures import MotionSourceCache
-from .blocks import Conv3d, Hourglass3d, warp_3d
+from .blocks import Conv3d, Hourglass3d, cpu_channels_last, warp_3d
 
 
 @dataclass
@@ -91,7 +91,7 @@ class MotionFieldEstimator(nn.Module):
         occlusion = None
         if self.occlusion is not None:
             flat = pred.reshape(b, -1, h, w)  # (B, out*D, h, w)
-            occlusion = self.occlusion(flat)
+            occlusion = self.occlusion(cpu_channels_last(flat))
         if spatial != full:  # back to the volume's size; the flows are exact there
             flows = keypoint_flows(kp_source, kp_driving, rot_source, rot_driving, full, self.flow_mode)
             logits = F.interpolate(logits, size=full, mode="trilinear", align_corners=False)

@@ -37,8 +37,8 @@ def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
     """A 4D tensor in channels-last order on the CPU (unchanged elsewhere), for a stack of 2D convolutions.
 
     oneDNN runs 2D convolutions natively in NHWC; NCHW input costs a reorder around every layer.
-    Measured at batch 1 on one AVX2 thread (realtime-128): G 68 -> 54 ms a frame, F's 2D part
-    19 -> 15 ms, H 6.9 -> 6.1 ms; outputs equal to float rounding (3e-7 on G's image).
+    Measured at batch 1 on one AVX2 thread (realtime-128): a frame (M + G) 68 -> 56 ms, F's 2D
+    part 19 -> 15 ms, H 6.9 -> 6.1 ms; outputs equal to float rounding (4e-7 on G's image).
     """
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
 

@@ -155,7 +155,8 @@ def print_report(result: dict, args) -> None:
         med, p95 = r["latency_ms_median"] or 0, r["latency_ms_p95"] or 0
         print(f"{r['name']:<8} {r['fps']:>6.2f} {med:>7.0f}ms {p95:>6.0f}ms "
               f"{r['kbps']:>7.2f} {r['kbps_key']:>7.2f} {r['kbps_motion']:>7.2f} {r['key_frames']:>5} "
-              f"{r['motion_bits_per_frame']:>7.1f} {r['packets_lost']:>5} {r['recoveries']:>5} {r['psnr_db'] or 0:>6.2f}")
+              f"{r['motion_bits_per_frame']:>7.1f} {r['packets_lost']:>5} {r['recoveries']:>5} "
+              f"{r['psnr_db'] or 0:>6.2f}")
         print(f"         whole run: key frames {r['key_reasons']}; seconds in stages {r['stage_s']}")
     print(f"CPU: {result['cpu_s']:.1f} s in {result['wall_s']:.1f} s = {result['cpu_cores']:.2f} cores busy "
           f"of {result['cores']}")

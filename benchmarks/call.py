@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from facevid2vid.data.fetch import fetch_samples
+from facevid2vid.metrics.image import psnr
 from facevid2vid.outputs import write_text
 from facevid2vid.pipeline import load_animator
 from facevid2vid.serve.session import CallDirection, CapturedFrame
 from facevid2vid.serve.settings import CallSettings, LinkSettings, ServeSettings
-from facevid2vid.video_io import read_video, resize_square
+from facevid2vid.video_io import read_video, resize_square, to_tensor
 
 CAMERA_FPS = 25.0
 
@@ -76,9 +77,8 @@ class Fidelity:
             crop = self.crops.pop(frame.index, None)
             if crop is None:
                 continue
-            image = resize_square(frame.image[None], crop.shape[0])[0]
-            err = np.mean((image.astype(np.float32) - crop) ** 2) / 255.0 ** 2
-            self.psnr.append(float(10 * np.log10(1 / max(err, 1e-10))))
+            shown = resize_square(frame.image[None], crop.shape[0])
+            self.psnr.append(float(psnr(to_tensor(crop), to_tensor(shown))[0]))
             for old in [k for k in self.crops if k < frame.index]:
                 del self.crops[old]
 

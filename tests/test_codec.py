@@ -89,15 +89,21 @@ def test_drift_triggers_key_frames(model, face_frames):
     assert keys == [0, 6]
 
 
-def test_drift_checked_every_third_frame_renders_a_third_and_finds_drift_late(model, face_frames):
-    frames, fps = face_frames
-    frames = frames.copy()
-    frames[7:] = 0  # the light goes out at frame 7; with checks at frames 0, 3, 6, 9 drift is found at 9
+def counting_animator(model):
+    """An Animator (batch 4) whose render() records how many frames each call synthesizes."""
     animator = Animator(model, batch_size=4)
     rendered = []
     render = animator.render
     animator.render = lambda source, motion, view=None: rendered.append(motion.batch_size) or render(source, motion,
                                                                                                      view)
+    return animator, rendered
+
+
+def test_drift_checked_every_third_frame_renders_a_third_and_finds_drift_late(model, face_frames):
+    frames, fps = face_frames
+    frames = frames.copy()
+    frames[7:] = 0  # the light goes out at frame 7; with checks at frames 0, 3, 6, 9 drift is found at 9
+    animator, rendered = counting_animator(model)
     encoder = Encoder(animator, fps, EncoderSettings(max_keyframe_interval=0, keyframe_threshold=3.0,
                                                      drift_check_every=3))
     packets = encoder.encode(frames) + encoder.finish()
@@ -114,11 +120,7 @@ def test_min_keyframe_interval_holds_back_drift_and_its_checks(model, face_frame
     frames, fps = face_frames
     frames = frames.copy()
     frames[6:] = 0  # drifts from frame 6 (test_drift_triggers_key_frames); quiet until frame 8
-    animator = Animator(model, batch_size=4)
-    rendered = []
-    render = animator.render
-    animator.render = lambda source, motion, view=None: rendered.append(motion.batch_size) or render(source, motion,
-                                                                                                     view)
+    animator, rendered = counting_animator(model)
     encoder = Encoder(animator, fps, EncoderSettings(max_keyframe_interval=0, keyframe_threshold=3.0,
                                                      min_keyframe_interval=8 / float(fps)))
     packets = encoder.encode(frames) + encoder.finish()

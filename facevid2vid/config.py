@@ -47,7 +47,7 @@ BACKWARD_COMPATIBLE_DEFAULTS = {
         "angle_convention": "ours", "upsample_3d": "nearest", "downsample_3d": "pool", "motion_final_conv": False,
         "warp_align_corners": True, "warp_padding": "border", "generator_decoder": "resblocks",
         "generator_spectral_norm": True, "generator_activation": "relu", "spade_hidden": 128,
-        "motion_downsample": 1}.items()},
+        "motion_downsample": 1, "generator_image_skip": False}.items()},
 }
 
 # the choices of the string-valued architecture options (docs/checkpoints.md says which open fv2v needs)
@@ -140,6 +140,9 @@ class ModelConfig:
     generator_spectral_norm: bool = True  # spectral norm on G's convs (converted checkpoints: folded, False)
     generator_activation: str = "relu"  # after G's first conv: "relu" | "leaky_relu" (slope 0.01, open fv2v)
     spade_hidden: int = 128  # hidden width of each SPADE modulation
+    # G's pixel path: the source image warped by the depth-averaged flow, blended with G's output by a
+    # learned per-pixel mask (models/generator.py); static and slowly moving regions keep the source's detail
+    generator_image_skip: bool = False
 
     # D: multi-scale patch discriminator
     disc_scales: tuple[float, ...] = (1.0,)
@@ -173,7 +176,7 @@ class ModelConfig:
             if not _is_number(value) or not (low < value <= high):
                 raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
         for name in ("estimate_occlusion", "disc_use_kp", "motion_final_conv", "warp_align_corners",
-                     "generator_spectral_norm"):
+                     "generator_spectral_norm", "generator_image_skip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self._validate_structure()
@@ -199,6 +202,8 @@ class ModelConfig:
         if not isinstance(self.disc_scales, tuple) or not 1 <= len(self.disc_scales) <= 4 or not all(
                 _is_number(v) and 0 < v <= 1 for v in self.disc_scales):
             raise ValueError(f"disc_scales must list 1..4 numbers in (0, 1], got {self.disc_scales!r}")
+        if self.generator_image_skip and self.generator_decoder != "resblocks":
+            raise ValueError("generator_image_skip needs generator_decoder 'resblocks'")
         kp_side = round(self.image_size * self.kp_scale_factor)
         if kp_side < 1 or kp_side % 2**self.kp_num_blocks:
             raise ValueError(f"image_size * kp_scale_factor = {kp_side} px must be divisible by "

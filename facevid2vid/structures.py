@@ -92,6 +92,7 @@ class SourceEncoding:
     kp: torch.Tensor  # (B, K, 3) x_s = R_s x_c + t_s + delta_s
     rotation: torch.Tensor  # (B, 3, 3) R_s
     cache: MotionSourceCache | None = None  # None: M recomputes it per driving batch
+    image: torch.Tensor | None = None  # (B, 3, S, S) the source itself, kept for G's pixel path only
 
     @property
     def batch_size(self) -> int:
@@ -101,11 +102,11 @@ class SourceEncoding:
         """The sources ``idx`` (a slice keeps the batch dimension)."""
         cache = None if self.cache is None else self.cache.index(idx)
         return SourceEncoding(self.features[idx], self.canonical_kp[idx], self.motion.index(idx), self.kp[idx],
-                              self.rotation[idx], cache)
+                              self.rotation[idx], cache, _pick(self.image, idx))
 
     def without_cache(self) -> "SourceEncoding":
         """The same source with M's source part left to be recomputed (to measure what caching saves)."""
-        return SourceEncoding(self.features, self.canonical_kp, self.motion, self.kp, self.rotation, None)
+        return SourceEncoding(self.features, self.canonical_kp, self.motion, self.kp, self.rotation, None, self.image)
 
     @staticmethod
     def cat(parts: list["SourceEncoding"]) -> "SourceEncoding":
@@ -118,7 +119,7 @@ class SourceEncoding:
             cache = MotionSourceCache(torch.cat([p.cache.compressed for p in parts]),
                                       torch.cat([p.cache.heat for p in parts]))
         return SourceEncoding(cat("features"), cat("canonical_kp"), HeadMotion.cat([p.motion for p in parts]),
-                              cat("kp"), cat("rotation"), cache)
+                              cat("kp"), cat("rotation"), cache, _cat([p.image for p in parts]))
 
 
 def _pick(t: torch.Tensor | None, idx) -> torch.Tensor | None:

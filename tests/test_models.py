@@ -216,3 +216,37 @@ def test_motion_downsample_must_divide_the_volume():
     assert model_preset("realtime-128").motion_downsample == 2
     assert dataclasses.replace(model_preset("realtime-128"), name="x", motion_downsample=1) == \
         dataclasses.replace(model_preset("bundled-128"), name="x")
+
+
+def _skip_model(bias: float | None = None) -> FaceVid2Vid:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(model_preset("tiny"), generator_image_skip=True)
+    model = FaceVid2Vid(cfg).eval()
+    if bias is not None:
+        torch.nn.init.constant_(model.generator.blend.bias, bias)
+    return model
+
+
+def test_image_skip_with_identity_motion_returns_the_source_where_the_mask_picks_it():
+    model = _skip_model(bias=-30.0)  # a = 0: the warped source only
+    x = _images(2, model.cfg.image_size)
+    with torch.no_grad():
+        source = model.encode_source(x)
+        assert source.image is not None and source.index(slice(0, 1)).image.shape == (1, 3, 64, 64)
+        out = model.render(source, model.estimate_motion(x))
+    # same image as source and driving: every keypoint flow is the identity, so is the warp
+    torch.testing.assert_close(out, x, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        plain = FaceVid2Vid(model_preset("tiny")).eval()
+        assert plain.generator.blend is None and plain.encode_source(x).image is None
+        assert not torch.allclose(plain.render(plain.encode_source(x), plain.estimate_motion(x)), x, atol=1e-2)
+
+
+def test_image_skip_starts_near_the_decoder_and_trains_its_mask():
+    model = _skip_model().train()
+    x, y = _images(2, 64, seed=1), _images(2, 64, seed=2)
+    out = model(x, y)
+    alpha = torch.sigmoid(model.generator.blend.bias.detach())
+    assert 0.85 < float(alpha) < 0.9  # zero weights, bias 2: mostly G's own decoder at the start
+    (out.generated.image - y).abs().mean().backward()
+    assert model.generator.blend.weight.grad.abs().sum() > 0

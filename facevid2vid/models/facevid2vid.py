@@ -59,7 +59,8 @@ class FaceVid2Vid(nn.Module):
                                  motion.delta.to(canonical.dtype))
         features = self.appearance_feature_extractor(image)
         return SourceEncoding(features=features, canonical_kp=canonical, motion=motion, kp=kp, rotation=rotation,
-                              cache=self.dense_motion.prepare_source(features, kp))
+                              cache=self.dense_motion.prepare_source(features, kp),
+                              image=image if self.cfg.generator_image_skip else None)
 
     def estimate_motion(self, image: torch.Tensor) -> HeadMotion:
         """H/Delta on driving frames (N, 3, S, S)."""
@@ -93,7 +94,8 @@ class FaceVid2Vid(nn.Module):
         kp_source = source.kp.expand(n, -1, -1)
         rot_source = source.rotation.expand(n, -1, -1)
         motion = self.dense_motion(features, kp_source, kp_driving, rot_source, rot_driving, cache=source.cache)
-        return self.generator(features, motion.flows, motion.mask, motion.occlusion)
+        image = None if source.image is None else source.image.expand(n, *source.image.shape[1:])
+        return self.generator(features, motion.flows, motion.mask, motion.occlusion, image)
 
     def render(self, source: SourceEncoding, motion: HeadMotion, view: View | None = None) -> torch.Tensor:
         """Frames (N, 3, S, S) in [0, 1]: the source with absolute driving ``motion`` and free-view ``view``.

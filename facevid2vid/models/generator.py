@@ -35,6 +35,7 @@ class Generator(nn.Module):
         self.project = SameBlock2d(cfg.feature_channels * cfg.feature_depth, gc, kernel=3, sn=sn,
                                    act=cfg.generator_activation)
         self.mix = maybe_sn(nn.Conv2d(gc, gc, 1), sn)
+        self.blend = None  # the pixel path's mask conv (generator_image_skip, "resblocks" only)
         if cfg.generator_decoder == "spade":
             self.decoder = SPADEDecoder(cfg)
             return
@@ -43,7 +44,6 @@ class Generator(nn.Module):
         stages = cfg.volume_downsample.bit_length() - 1  # 2x upsampling back to the image size
         self.up = nn.Sequential(*(UpBlock2d(gc // 2**i, gc // 2**(i + 1), sn=sn) for i in range(stages)))
         self.final = maybe_sn(nn.Conv2d(gc // 2**stages, 3, 7, padding=3), sn)
-        self.blend = None
         if cfg.generator_image_skip:
             # no spectral norm: starts at zero weights, bias 2 (a = 0.88, mostly G's own output), so a G
             # initialised from a model without the pixel path starts where that model was

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 from facevid2vid.cli._common import OptionTable, add_device_arg, nonnegative_int, positive_int
 from facevid2vid.config import PRESETS
@@ -88,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
         step = trainer.fit(cfg.max_steps)
         if trainer.info.is_main:
             print(f"train: stopped at step {step}; checkpoint {trainer.ckpt_dir / f'step_{step:08d}.safetensors'}")
+        # Shut down in step: every rank past its last collective, and the DDP wrappers (which hold
+        # gloo work objects) freed while the interpreter is whole, before the group goes away.
+        distributed.barrier()
+        del trainer
+        gc.collect()
     finally:
         distributed.destroy_process_group()
     return 0

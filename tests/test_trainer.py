@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import warnings
 
 import pytest
 import torch
@@ -286,3 +287,14 @@ def test_pose_teacher_auto_and_bad_name(data_dir, tmp_path, perception_nets, mon
     with pytest.raises(CheckpointError, match="weights fetch"):
         Trainer(_cfg(identity_network="mobilefacenet", perception_cache=str(tmp_path / "empty")), data_dir,
                 tmp_path / "d", device="cpu", progress=False, console=False)
+
+
+def test_the_stage_before_the_gan_warns_nothing_about_the_schedulers(data_dir, tmp_path):
+    """D's rate follows the step before its first update: torch's scheduler-order warning is expected and muted."""
+    tr = Trainer(_cfg(gan_start_step=10), data_dir, tmp_path / "run", device="cpu", progress=False, console=False)
+    batch = next(tr.batches())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = tr.train_step(batch)
+    assert "discriminator" not in stats
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)], [str(w.message) for w in caught]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -272,7 +273,7 @@ class Trainer:
         self.sched_g.step()
         if self.sched_d is not None:
             with warnings.catch_warnings():  # before the GAN starts D has no update; its rate still follows the step
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
                 self.sched_d.step()
         with torch.no_grad():
             stats["l1"] = float((res.prediction - b.driving).abs().mean())

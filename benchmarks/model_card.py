@@ -46,6 +46,10 @@ def measure(checkpoint: str | None, frames: int, progress: bool) -> dict:
             "reconstruction": rec.to_dict(), "redirect": red.to_dict(), "cross_identity": cross.to_dict()}
 
 
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def targets(m: dict) -> list[tuple[str, str, bool]]:
     """(target, measured, met) rows of the issue's targets for one measurement."""
     rows = m["reconstruction"]["rows"]
@@ -69,7 +73,7 @@ def targets(m: dict) -> list[tuple[str, str, bool]]:
                     and r["id_distance"] is not None and r["id_distance"] < 0.45))
     for r in m["cross_identity"]["cross_identity"]:
         out.append((f"cross-identity {r['source']}: ID < 0.45, yaw corr >= 0.6",
-                    f"ID {r['id_distance']}, yaw corr {r['yaw_correlation']}",
+                    f"ID {_round(r['id_distance'])}, yaw corr {_round(r['yaw_correlation'])}",
                     r["id_distance"] is not None and r["id_distance"] < 0.45
                     and r["yaw_correlation"] is not None and r["yaw_correlation"] >= 0.6))
     j = m["reconstruction"]["jitter"]

@@ -260,6 +260,9 @@ class LossWeights:
     head_pose: float = 20.0
     deformation_prior: float = 5.0
     identity: float = 5.0  # 1 - cosine of face embeddings (the paper's face term), when identity_network is set
+    # mean share of the warped source image in G's output (generator_image_skip): a price on copying the
+    # source, which otherwise wins on same-person video pairs and stops the head from turning (model card)
+    pixel_path: float = 0.0
 
 
 @dataclass

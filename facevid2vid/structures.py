@@ -294,6 +294,7 @@ class GeneratorOutput:
     mask: torch.Tensor  # (B, K+1, D, h, w) flow composition masks (index 0: background)
     occlusion: torch.Tensor | None  # (B, 1, h, w)
     flow: torch.Tensor  # (B, D, h, w, 3) composed backward flow
+    image_share: torch.Tensor | None = None  # (B, 1, H, W) G's weight against its pixel path (generator_image_skip)
 
 
 @dataclass

@@ -250,3 +250,31 @@ def test_image_skip_starts_near_the_decoder_and_trains_its_mask():
     assert 0.85 < float(alpha) < 0.9  # zero weights, bias 2: mostly G's own decoder at the start
     (out.generated.image - y).abs().mean().backward()
     assert model.generator.blend.weight.grad.abs().sum() > 0
+
+
+def test_the_pixel_path_price_pushes_the_mask_towards_g():
+    """loss.pixel_path: the source copy's mean share of G's output; its gradient raises G's share."""
+    from facevid2vid.config import TrainConfig
+    from facevid2vid.data.batch import PairBatch
+    from facevid2vid.training.objective import GeneratorObjective
+
+    model = _skip_model(bias=-1.0).train()
+    x, y = _images(2, 64, seed=1), _images(2, 64, seed=2)
+    out = model(x, y)
+    share = out.generated.image_share
+    assert share is not None and share.shape == (2, 1, 64, 64)
+    torch.testing.assert_close(share, torch.full_like(share, float(torch.sigmoid(torch.tensor(-1.0)))))
+    assert FaceVid2Vid(model_preset("tiny"))(x, y).generated.image_share is None
+    cfg = TrainConfig(model=model.cfg)
+    for name in vars(cfg.loss):
+        setattr(cfg.loss, name, 0.0)
+    cfg.loss.pixel_path = 2.0
+    no = torch.zeros(2, dtype=torch.bool)
+    batch = PairBatch(source=x, driving=y, source_pose=torch.zeros(2, 3), driving_pose=torch.zeros(2, 3),
+                      source_pose_valid=no, driving_pose_valid=no, is_still=no, clip=torch.zeros(2, dtype=torch.long),
+                      frames=torch.zeros(2, 2, dtype=torch.long))
+    terms = GeneratorObjective(model, None, cfg)(batch, None, use_gan=False).losses
+    assert set(terms) == {"pixel_path"}
+    assert abs(float(terms["pixel_path"]) - 2.0 * float(torch.sigmoid(torch.tensor(1.0)))) < 1e-5
+    terms["pixel_path"].backward()
+    assert float(model.generator.blend.bias.grad) < 0  # raising the bias (G's share) lowers the price

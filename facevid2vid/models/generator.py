@@ -53,14 +53,19 @@ class Generator(nn.Module):
 
     def decode(self, x: torch.Tensor, warped_image: torch.Tensor | None = None) -> torch.Tensor:
         """Occluded features (B, gc, S/v, S/v) -> image (B, 3, S, S) in [0, 1], blended with the warped source."""
+        return self._decode(x, warped_image)[0]
+
+    def _decode(self, x: torch.Tensor,
+                warped_image: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(image, G's share of it (B, 1, S, S) with the pixel path, else None)."""
         if self.decoder is not None:
-            return self.decoder(x)
+            return self.decoder(x), None
         x = self.up(self.resblocks(x))
         image = torch.sigmoid(self.final(x))
         if self.blend is None:
-            return image
+            return image, None
         alpha = torch.sigmoid(self.blend(x))  # (B, 1, S, S)
-        return alpha * image + (1 - alpha) * warped_image.to(image.dtype)
+        return alpha * image + (1 - alpha) * warped_image.to(image.dtype), alpha
 
     def warp_image(self, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """The source image (B, 3, S, S) warped by the 3D flow (B, D, h, w, 3) averaged over depth."""
@@ -84,5 +89,6 @@ class Generator(nn.Module):
             if source_image is None:
                 raise ValueError("this generator blends in the source image (generator_image_skip): pass it")
             warped_image = self.warp_image(source_image, flow)
-        return GeneratorOutput(image=self.decode(x, warped_image).contiguous(), mask=mask, occlusion=occlusion,
-                               flow=flow)
+        image, share = self._decode(x, warped_image)
+        return GeneratorOutput(image=image.contiguous(), mask=mask, occlusion=occlusion, flow=flow,
+                               image_share=share)

@@ -89,6 +89,9 @@ class GeneratorObjective(nn.Module):
             fwd = self.model(batch.source, batch.driving)
         pred = fwd.generated.image.float()  # (B, 3, S, S)
         terms = self._appearance_terms(pred, batch.driving, amp)
+        share = fwd.generated.image_share
+        if self.cfg.loss.pixel_path and share is not None:
+            terms["pixel_path"] = self.cfg.loss.pixel_path * (1 - share.float()).mean()
         if use_gan:
             terms.update(self._gan_terms(pred, batch.driving, fwd.kp_driving, amp))
         terms.update(self._motion_terms(fwd, batch, warp, amp))

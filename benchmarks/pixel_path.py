@@ -24,25 +24,20 @@ MODES = ("blend", "g", "warp")
 
 @contextmanager
 def decoding(mode: str, shares: list[float]):
-    """G decodes as ``mode`` inside the block; G's mean share of each batch goes into ``shares``."""
-    original = generator.Generator._decode
+    """G outputs as ``mode`` inside the block; G's mean share of each batch goes into ``shares``."""
+    original = generator.Generator.mix_pixel_path
 
-    def decode(self, x, warped_image):
-        image, share = original(self, x, warped_image)
-        if share is None:
-            raise SystemExit("this checkpoint's G has no pixel path (generator_image_skip)")
+    def mix(image, share, warped_image):
         shares.append(float(share.mean()))
-        if mode == "blend":
-            return image, share
-        y = self.up(self.resblocks(x))
-        own = torch.sigmoid(self.final(y))
-        return (own if mode == "g" else warped_image.to(own.dtype)), share
+        if mode == "g":
+            return image
+        return warped_image.to(image.dtype) if mode == "warp" else original(image, share, warped_image)
 
-    generator.Generator._decode = decode
+    generator.Generator.mix_pixel_path = staticmethod(mix)
     try:
         yield
     finally:
-        generator.Generator._decode = original
+        generator.Generator.mix_pixel_path = staticmethod(original)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         with decoding(mode, shares):
             result = run_benchmark(args.checkpoint, video, "redirect", max_frames=args.frames,
                                    start=VALIDATION_SPLIT[0].start, yaws=args.yaws, eval_size=256)
+        if not shares:
+            raise SystemExit("this checkpoint's G has no pixel path (generator_image_skip)")
         share = sum(shares) / len(shares)
         for r in result.redirect[MODEL]:
             achieved = "n/a" if r.achieved_yaw is None else f"{r.achieved_yaw:+.1f}"

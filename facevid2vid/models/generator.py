@@ -51,21 +51,23 @@ class Generator(nn.Module):
             nn.init.zeros_(self.blend.weight)
             nn.init.constant_(self.blend.bias, 2.0)
 
-    def decode(self, x: torch.Tensor, warped_image: torch.Tensor | None = None) -> torch.Tensor:
-        """Occluded features (B, gc, S/v, S/v) -> image (B, 3, S, S) in [0, 1], blended with the warped source."""
-        return self._decode(x, warped_image)[0]
-
-    def _decode(self, x: torch.Tensor,
-                warped_image: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(image, G's share of it (B, 1, S, S) with the pixel path, else None)."""
+    def decode(self, x: torch.Tensor,
+               warped_image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Occluded features (B, gc, S/v, S/v) -> (image (B, 3, S, S) in [0, 1], G's share (B, 1, S, S) of it
+        against the warped source with the pixel path, else None)."""
         if self.decoder is not None:
             return self.decoder(x), None
         x = self.up(self.resblocks(x))
         image = torch.sigmoid(self.final(x))
         if self.blend is None:
             return image, None
-        alpha = torch.sigmoid(self.blend(x))  # (B, 1, S, S)
-        return alpha * image + (1 - alpha) * warped_image.to(image.dtype), alpha
+        share = torch.sigmoid(self.blend(x))  # (B, 1, S, S)
+        return self.mix_pixel_path(image, share, warped_image), share
+
+    @staticmethod
+    def mix_pixel_path(image: torch.Tensor, share: torch.Tensor, warped_image: torch.Tensor) -> torch.Tensor:
+        """G's own image and the warped source image, G weighted by ``share``."""
+        return share * image + (1 - share) * warped_image.to(image.dtype)
 
     def warp_image(self, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """The source image (B, 3, S, S) warped by the 3D flow (B, D, h, w, 3) averaged over depth."""
@@ -89,6 +91,6 @@ class Generator(nn.Module):
             if source_image is None:
                 raise ValueError("this generator blends in the source image (generator_image_skip): pass it")
             warped_image = self.warp_image(source_image, flow)
-        image, share = self._decode(x, warped_image)
+        image, share = self.decode(x, warped_image)
         return GeneratorOutput(image=image.contiguous(), mask=mask, occlusion=occlusion, flow=flow,
                                image_share=share)

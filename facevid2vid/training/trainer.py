@@ -223,7 +223,7 @@ class Trainer:
                else "GAN off")
         self.log(f"{gan}; equivariance {w.equivariance}, keypoint prior {w.keypoint_prior}, "
                  f"deformation prior {w.deformation_prior}"
-                 + (f", pixel-path price {w.pixel_path}" if w.pixel_path and cfg.model.generator_image_skip else ""))
+                 + (f", pixel-path price {w.pixel_path}" if w.pixel_path else ""))
         if self.pose_teacher is not None:
             signs = f" (signs {tuple(cfg.pose_teacher_signs)})" if cfg.pose_teacher_weights else ""
             self.log(f"head pose: {self.pose_teacher_name}{signs} on every frame, weight {w.head_pose}")

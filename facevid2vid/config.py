@@ -263,6 +263,10 @@ class LossWeights:
     # mean share of the warped source image in G's output (generator_image_skip): a price on copying the
     # source, which otherwise wins on same-person video pairs and stops the head from turning (model card)
     pixel_path: float = 0.0
+    # free view: the pair's source re-rendered with the driving pose turned by a random yaw (up to
+    # free_view_max_yaw), and the pose network's angles of that image pulled to the requested pose
+    # (L1, degrees); video pairs alone never ask for a head turned beyond what the clip shows
+    free_view: float = 0.0
 
 
 @dataclass
@@ -298,6 +302,7 @@ class TrainConfig:
     still_shift: float = 0.05  # translation per axis, uniform in +-this ([-1, 1] image coordinates)
     still_tps_std: float = 0.005  # thin-plate-spline weights on a 5 x 5 grid
     still_flip: float = 0.0  # probability that each warp alone mirrors the face (a mirror is no head motion; augment_flip mirrors both)
+    free_view_max_yaw: float = 30.0  # free-view term: requested extra yaw uniform in +-this (degrees)
     vgg19_weights: str | None = None  # local torchvision-format VGG19 state dict
     face_weights: str | None = None  # optional face-recognition network for the perceptual face term
     pose_teacher_weights: str | None = None  # optional Hopenet-style network; else poses from the index
@@ -329,6 +334,8 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be a finite number >= 0, got {self.max_minutes!r}")
         if not _is_number(self.still_fraction) or not 0 <= self.still_fraction <= 1:
             raise ValueError(f"still_fraction must be in 0..1, got {self.still_fraction!r}")
+        if not _is_number(self.free_view_max_yaw) or not 0 <= self.free_view_max_yaw < 90:
+            raise ValueError(f"free_view_max_yaw must be in 0..90 degrees, got {self.free_view_max_yaw!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values; the model section names its family when it is not face-vid2vid's."""

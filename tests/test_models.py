@@ -1,4 +1,5 @@
 """Networks: shapes for every module, gradients, batch broadcasting, paper-size volumes."""
+import math
 import dataclasses
 
 import pytest
@@ -9,6 +10,7 @@ from facevid2vid.errors import InputError
 from facevid2vid.geometry import make_coordinate_grid, rotation_from_angles, warp_volume
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
 from facevid2vid.models.appearance import AppearanceFeatureExtractor
+from facevid2vid.structures import View
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +280,47 @@ def test_the_pixel_path_price_pushes_the_mask_towards_g():
     assert abs(float(terms["pixel_path"].detach()) - 2.0 * float(torch.sigmoid(torch.tensor(1.0)))) < 1e-5
     terms["pixel_path"].backward()
     assert float(model.generator.blend.bias.grad) < 0  # raising the bias (G's share) lowers the price
+
+
+def test_free_view_term_reads_the_turned_render_with_the_pose_network():
+    """loss.free_view: the source rendered with the driving pose turned by view_yaw, read by WHENet with
+    gradients; the request moves the target by view_yaw, the gradient reaches M and G but not H."""
+    from facevid2vid.config import TrainConfig
+    from facevid2vid.data.batch import PairBatch
+    from facevid2vid.perception import load_network
+    from facevid2vid.perception.fetch import fetch_weights
+    from facevid2vid.training.build import build_objective
+    from facevid2vid.training.perception_terms import NetworkPoseTeacher
+
+    fetch_weights(names=["whenet"], quiet=True)
+    pose_net = NetworkPoseTeacher(load_network("whenet"))
+    model = _skip_model().train()
+    cfg = TrainConfig(model=model.cfg)
+    for name in vars(cfg.loss):
+        setattr(cfg.loss, name, 0.0)
+    cfg.loss.free_view = 2.0
+    with pytest.raises(InputError, match="free_view needs a ported pose network"):
+        build_objective(cfg, model, None, None, None, None)
+    objective = build_objective(cfg, model, None, None, None, pose_net)
+    x, y = _images(2, 64, seed=1), _images(2, 64, seed=2)
+    yes = torch.ones(2, dtype=torch.bool)
+    poses = torch.tensor([[5.0, 0.0, 0.0], [-10.0, 3.0, 0.0]])
+    batch = PairBatch(source=x, driving=y, source_pose=poses, driving_pose=poses, source_pose_valid=yes,
+                      driving_pose_valid=yes, is_still=~yes, clip=torch.zeros(2, dtype=torch.long),
+                      frames=torch.zeros(2, 2, dtype=torch.long))
+    assert set(objective(batch, None, use_gan=False).losses) == set()  # no view_yaw: no term
+    view_yaw = torch.tensor([20.0, -30.0])
+    terms = objective(batch, None, False, view_yaw).losses
+    assert set(terms) == {"free_view"}
+    with torch.no_grad():  # the same render through the public free-view path, read by the same network
+        source = model.encode_source(x)
+        turned = model.render(source, model.estimate_motion(y), View(yaw=view_yaw))
+        target = poses.clone()
+        target[:, 0] += view_yaw  # no roll: the extra yaw adds to the teacher's
+        expect = 2.0 * (pose_net(turned) - target).abs().mean()
+    assert abs(float(terms["free_view"].detach()) - float(expect)) < 1e-3 * max(1.0, float(expect))
+    other = objective(batch, None, False, torch.tensor([-20.0, 30.0])).losses["free_view"]
+    assert abs(float(other.detach()) - float(expect)) > 1e-3  # the request moves the target
+    terms["free_view"].backward()
+    assert next(model.dense_motion.parameters()).grad is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())

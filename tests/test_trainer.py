@@ -248,10 +248,12 @@ def perception_nets():
 def test_perception_terms_are_used(data_dir, tmp_path, perception_nets):
     """All three perception terms in one step: logged and present in the losses (that they learn: below, slow)."""
     cfg = _cfg(perceptual_network="mobilenet_v2", identity_network="mobilefacenet", pose_teacher="whenet")
+    cfg.loss.free_view = 1.0  # the free-view term reads its renders with the same network
     tr = Trainer(cfg, data_dir, tmp_path / "run", device="cpu", progress=False, console=False)
     stats = tr.train_step(next(tr.batches()))
-    assert {"perceptual", "identity", "head_pose", "l1_pyramid"} <= set(stats)
+    assert {"perceptual", "identity", "head_pose", "l1_pyramid", "free_view", "free_view_identity"} <= set(stats)
     assert stats["perceptual"] > 0 and stats["identity"] > 0 and stats["head_pose"] > 0
+    assert stats["free_view"] > 0 and stats["free_view_identity"] > 0
     log = (tmp_path / "run" / "train.log").read_text()
     assert "mobilenet_v2 feature distance" in log and "mobilefacenet embeddings" in log
     assert "head pose: whenet" in log
@@ -281,6 +283,10 @@ def test_pose_teacher_auto_and_bad_name(data_dir, tmp_path, perception_nets, mon
     tr = Trainer(_cfg(pose_teacher="auto", perception_cache=str(tmp_path / "empty")), data_dir, tmp_path / "b",
                  device="cpu", progress=False, console=False)
     assert tr.pose_teacher is None  # falls back to the index's landmark poses
+    free_view = _cfg(pose_teacher="index")
+    free_view.loss.free_view = 1.0
+    with pytest.raises(InputError, match="free_view needs a ported pose network"):
+        Trainer(free_view, data_dir, tmp_path / "d", device="cpu", progress=False, console=False)
     with pytest.raises(InputError, match="pose_teacher"):
         Trainer(_cfg(pose_teacher="mobilefacenet"), data_dir, tmp_path / "c", device="cpu", progress=False,
                 console=False)

@@ -65,11 +65,17 @@ def build_networks(cfg: TrainConfig, device: torch.device,
 
 
 def build_objective(cfg: TrainConfig, model: nn.Module, disc: MultiScaleDiscriminator | None,
-                    perceptual: nn.Module | None, identity: nn.Module | None) -> nn.Module:
+                    perceptual: nn.Module | None, identity: nn.Module | None,
+                    pose_teacher: nn.Module | None = None) -> nn.Module:
     """The generator-side objective of the model's family (what DDP wraps)."""
     family = family_of_config(cfg.model)
     if family == FACEVID2VID:
-        return GeneratorObjective(model, disc, cfg, perceptual, identity)
+        if cfg.loss.free_view and not isinstance(pose_teacher, NetworkPoseTeacher):
+            raise InputError("loss.free_view needs a ported pose network as the teacher (pose_teacher: "
+                             "whenet or auto after `facevid2vid weights fetch`): it reads the pose of images "
+                             "that have no index pose")
+        return GeneratorObjective(model, disc, cfg, perceptual, identity,
+                                  pose_teacher if cfg.loss.free_view else None)
     return spec(family).module().Objective(model, cfg, perceptual, identity)
 
 

@@ -14,8 +14,9 @@ from torch import nn
 
 from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
+from facevid2vid.geometry import angles_from_rotation, rotation_from_angles, user_rotation
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
-from facevid2vid.structures import ForwardOutput
+from facevid2vid.structures import ForwardOutput, HeadMotion
 from facevid2vid.training import losses as L
 from facevid2vid.training.transforms import RandomWarp
 
@@ -73,17 +74,23 @@ class GeneratorObjective(nn.Module):
     """FaceVid2Vid plus all generator-side losses; the discriminator is referenced, not owned."""
 
     def __init__(self, model: FaceVid2Vid, discriminator: MultiScaleDiscriminator, cfg: TrainConfig,
-                 perceptual: nn.Module | None = None, identity: nn.Module | None = None):
+                 perceptual: nn.Module | None = None, identity: nn.Module | None = None,
+                 pose_net: nn.Module | None = None):
         super().__init__()
         self.model = model
         self.perceptual = perceptual  # PerceptualLoss (VGG19) or FeaturePerceptualLoss (ported network)
         self.identity = identity  # IdentityLoss or None
+        self.pose_net = pose_net  # NetworkPoseTeacher read with gradients (free-view term), or None
         self.cfg = cfg
         # kept out of the module tree: D has its own optimizer and its own DDP wrapper
         self._disc = [discriminator]
 
-    def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool) -> GeneratorResult:
-        """Every generator-side term on ``batch`` (on the model's device), in one call for DDP."""
+    def forward(self, batch: PairBatch, warp: RandomWarp | None, use_gan: bool,
+                view_yaw: torch.Tensor | None = None) -> GeneratorResult:
+        """Every generator-side term on ``batch`` (on the model's device), in one call for DDP.
+
+        ``view_yaw`` (B,) degrees: the extra yaw of the free-view term (None: no free-view term).
+        """
         amp = autocast(batch.source.device, self.cfg.bf16)
         with amp:
             fwd = self.model(batch.source, batch.driving)
@@ -95,6 +102,8 @@ class GeneratorObjective(nn.Module):
         if use_gan:
             terms.update(self._gan_terms(pred, batch.driving, fwd.kp_driving, amp))
         terms.update(self._motion_terms(fwd, batch, warp, amp))
+        if view_yaw is not None and self.pose_net is not None and self.cfg.loss.free_view:
+            terms.update(self._free_view_terms(fwd, batch, view_yaw, amp))
         return GeneratorResult(terms, pred, fwd.source.kp, fwd.kp_driving)
 
     def _appearance_terms(self, pred: torch.Tensor, driving: torch.Tensor, amp) -> dict[str, torch.Tensor]:
@@ -146,6 +155,33 @@ class GeneratorObjective(nn.Module):
         if w.deformation_prior:
             terms["deformation_prior"] = w.deformation_prior * 0.5 * (
                 L.deformation_prior_loss(motion_d.delta) + L.deformation_prior_loss(src.motion.delta))
+        return terms
+
+
+    def _free_view_terms(self, fwd: ForwardOutput, batch: PairBatch, view_yaw: torch.Tensor,
+                         amp) -> dict[str, torch.Tensor]:
+        """The source rendered with the driving pose turned by ``view_yaw`` (B,): the pose network's angles
+        of it against the teacher's driving pose turned the same way, and its identity against the source.
+
+        The driving motion is detached so that H cannot meet the request by misreading the driving frame:
+        the term trains what renders a turn (the source's encoding, L's keypoints, M, G).
+        """
+        w, d = self.cfg.loss, fwd.driving
+        motion_d = HeadMotion(d.yaw.detach(), d.pitch.detach(), d.roll.detach(), d.translation.detach(),
+                              d.delta.detach())
+        rotation = rotation_from_angles(motion_d.yaw, motion_d.pitch, motion_d.roll)
+        with amp:
+            kp, rot = self.model.driving_keypoints(fwd.source, motion_d, user_rotation(rotation, yaw=view_yaw))
+            turned = self.model.synthesize(fwd.source, kp, rot).image.float()  # (B, 3, S, S)
+        teacher = batch.driving_pose.float()  # (B, 3) yaw, pitch, roll degrees
+        target = angles_from_rotation(user_rotation(
+            rotation_from_angles(teacher[:, 0], teacher[:, 1], teacher[:, 2]), yaw=view_yaw.to(teacher)))
+        err = (self.pose_net.angles(turned) - torch.stack(target, dim=1)).abs().mean(dim=1)  # (B,)
+        valid = batch.driving_pose_valid.to(err.dtype)
+        terms = {"free_view": w.free_view * (err * valid).sum() / valid.sum().clamp(min=1.0)}
+        if self.identity is not None and w.identity:
+            with amp:
+                terms["free_view_identity"] = w.identity * self.identity(turned, batch.source).float()
         return terms
 
 

@@ -84,4 +84,8 @@ class NetworkPoseTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.angles(images)
+
+    def angles(self, images: torch.Tensor) -> torch.Tensor:
+        """The same angles with gradients to ``images`` (the free-view term); the network stays frozen."""
         return self.net(face_region(images.float(), self.margin)).float()

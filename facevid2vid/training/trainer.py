@@ -186,7 +186,7 @@ class Trainer:
 
     def _wrap_objectives(self) -> None:
         """The generator and discriminator objectives, each in its own DDP wrapper under torchrun."""
-        gen_obj = build_objective(self.cfg, self.model, self.disc, self.perceptual, self.identity)
+        gen_obj = build_objective(self.cfg, self.model, self.disc, self.perceptual, self.identity, self.pose_teacher)
         disc_obj = None if self.disc is None else DiscriminatorObjective(self.disc, self.cfg)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -282,6 +282,13 @@ class Trainer:
         self._last = (b, res.detach())
         return stats
 
+    def _view_yaw(self, n: int) -> tuple[torch.Tensor, ...]:
+        """The free-view term's extra yaw (n,) degrees, uniform in +-free_view_max_yaw; () when the term is off."""
+        if not self.cfg.loss.free_view:
+            return ()
+        yaw = (torch.rand(n, generator=self.rng) * 2 - 1) * self.cfg.free_view_max_yaw
+        return (yaw.to(self.device),)
+
     def _generator_update(self, b: PairBatch, warp: RandomWarp,
                           use_gan: bool) -> tuple[GeneratorResult, dict[str, float]]:
         """One Adam step of F, L, H/Delta, M, G with D frozen; (result, loss values by name)."""
@@ -290,7 +297,7 @@ class Trainer:
         objective = self.gen_obj.module if self.info.enabled else self.gen_obj
         if hasattr(objective, "step"):  # family objectives with a curriculum (X2Face) follow the run's step
             objective.step = self.step
-        res: GeneratorResult = self.gen_obj(b, warp, use_gan)
+        res: GeneratorResult = self.gen_obj(b, warp, use_gan, *self._view_yaw(len(b)))
         loss_g = sum(res.losses.values())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -256,7 +256,7 @@ def test_perception_terms_are_used(data_dir, tmp_path, perception_nets):
     assert stats["free_view"] > 0 and stats["free_view_identity"] > 0
     log = (tmp_path / "run" / "train.log").read_text()
     assert "mobilenet_v2 feature distance" in log and "mobilefacenet embeddings" in log
-    assert "head pose: whenet" in log
+    assert "head pose: whenet" in log and "free view: the source turned by up to +-30 degrees" in log
 
 
 @pytest.mark.slow

@@ -226,7 +226,9 @@ class Trainer:
                  + (f", pixel-path price {w.pixel_path}" if w.pixel_path else ""))
         if self.pose_teacher is not None:
             signs = f" (signs {tuple(cfg.pose_teacher_signs)})" if cfg.pose_teacher_weights else ""
-            self.log(f"head pose: {self.pose_teacher_name}{signs} on every frame, weight {w.head_pose}")
+            self.log(f"head pose: {self.pose_teacher_name}{signs} on every frame, weight {w.head_pose}"
+                     + (f"; free view: the source turned by up to +-{cfg.free_view_max_yaw:g} degrees of yaw, "
+                        f"read by the same network, weight {w.free_view}" if w.free_view else ""))
         else:
             posed = sum(sum(p is not None for p in c.poses) for c in ds.clips)
             self.log(f"head pose: teacher poses from the index (dlib 68 landmarks + PnP), weight {w.head_pose}, "

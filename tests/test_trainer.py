@@ -135,6 +135,33 @@ def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path):
     assert "received SIGTERM" in (run / "train.log").read_text()
 
 
+def test_sigterm_to_the_whole_process_group_still_saves(data_dir, tmp_path):
+    """A scheduler's SIGTERM (or ``pkill -f``) reaches the loader workers too: they leave it to the trainer."""
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model:\n  preset: tiny\nbatch_size: 2\nnum_workers: 1\nlog_every: 1\nimage_every: 0\n"
+                      "checkpoint_every: 0\npose_teacher: index\n")
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "facevid2vid", "train", "--config", str(config), "--data",
+                             str(data_dir), "--output", str(run), "--max-steps", "100000", "--no-progress"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = run / "train.log", time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and "step 2 " in log.read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer and its loader worker
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] >= 2
+    assert "received SIGTERM" in log.read_text()
+
+
 def test_time_budget_stops_and_saves(data_dir, tmp_path):
     """--max-minutes: the run stops once its wall time is spent, with a checkpoint (equal-budget comparisons)."""
     import time

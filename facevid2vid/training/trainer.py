@@ -332,7 +332,7 @@ class Trainer:
             self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
             drop_last=True, pin_memory=self.device.type == "cuda", collate_fn=collate_pairs,
             generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
-            worker_init_fn=_ignore_sigint, persistent_workers=False,
+            worker_init_fn=_ignore_stop_signals, persistent_workers=False,
         )
         return iter(loader)
 
@@ -663,9 +663,15 @@ def _optimizer_state_problem(opt: torch.optim.Optimizer, saved) -> str | None:
     return None
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C and SIGTERM to the main process, which saves a checkpoint first.
+
+    Both reach every process of the group (a terminal's Ctrl-C, a scheduler's SIGTERM, ``pkill -f``): a worker
+    that died of them would end the run with an error instead of a checkpoint. The main process stops the
+    workers itself, and they leave when it does.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _copy_matching(module: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]]:

@@ -284,7 +284,8 @@ def test_the_pixel_path_price_pushes_the_mask_towards_g():
 
 def test_free_view_term_reads_the_turned_render_with_the_pose_network():
     """loss.free_view: the source rendered with the driving pose turned by view_yaw, read by WHENet with
-    gradients; the request moves the target by view_yaw, the gradient reaches M and G but not H."""
+    gradients, as the public free-view path renders it; the request moves the target by view_yaw; the
+    gradient reaches M and G."""
     from facevid2vid.config import TrainConfig
     from facevid2vid.data.batch import PairBatch
     from facevid2vid.perception import load_network

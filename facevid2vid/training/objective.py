@@ -157,7 +157,6 @@ class GeneratorObjective(nn.Module):
                 L.deformation_prior_loss(motion_d.delta) + L.deformation_prior_loss(src.motion.delta))
         return terms
 
-
     def _free_view_terms(self, fwd: ForwardOutput, batch: PairBatch, view_yaw: torch.Tensor,
                          amp) -> dict[str, torch.Tensor]:
         """The source rendered with the driving pose turned by ``view_yaw`` (B,): the pose network's angles

@@ -102,6 +102,10 @@ class FaceVid2Vid(nn.Module):
 
         Source, motion and per-frame view controls each have batch 1 or N (batch 1 broadcasts).
         """
+        return self.synthesize_view(source, motion, view).image.float().clamp(0, 1)
+
+    def synthesize_view(self, source: SourceEncoding, motion: HeadMotion, view: View | None = None) -> GeneratorOutput:
+        """M and G for :meth:`render`, unclamped (the free-view training term differentiates it)."""
         view = view or View()
         n = max(source.batch_size, motion.yaw.shape[0], view.num_frames() or 1)
         motion = _broadcast_motion(motion, n)
@@ -113,7 +117,7 @@ class FaceVid2Vid(nn.Module):
                                                         device=translation.device)
         kp_driving, rotation = self.driving_keypoints(source, HeadMotion(motion.yaw, motion.pitch, motion.roll,
                                                                          translation, motion.delta), rotation)
-        return self.synthesize(source, kp_driving, rotation).image.float().clamp(0, 1)
+        return self.synthesize(source, kp_driving, rotation)
 
     def forward(self, source_image: torch.Tensor, driving_image: torch.Tensor) -> ForwardOutput:
         """Training path: the driving frame re-rendered from the source."""

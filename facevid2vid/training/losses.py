@@ -110,7 +110,12 @@ def head_pose_loss(motion: HeadMotion, teacher: torch.Tensor, valid: torch.Tenso
     teacher: (B, 3) degrees in (yaw, pitch, roll) order; valid: (B,) bool, frames without a
     teacher pose are left out (all invalid gives zero, still attached to the graph).
     """
-    pred = torch.stack([motion.yaw, motion.pitch, motion.roll], dim=1).float()  # (B, 3)
+    return angle_loss(torch.stack([motion.yaw, motion.pitch, motion.roll], dim=1), teacher, valid)
+
+
+def angle_loss(pred: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 in degrees between (B, 3) angles, mean over angles, then over the ``valid`` (B,) frames."""
+    pred = pred.float()
     err = (pred - teacher.to(pred)).abs().mean(dim=1)  # (B,)
     if valid is None:
         return err.mean()

@@ -16,7 +16,7 @@ from facevid2vid.config import TrainConfig
 from facevid2vid.data.batch import PairBatch
 from facevid2vid.geometry import angles_from_rotation, rotation_from_angles, user_rotation
 from facevid2vid.models import FaceVid2Vid, MultiScaleDiscriminator
-from facevid2vid.structures import ForwardOutput, HeadMotion
+from facevid2vid.structures import ForwardOutput, View
 from facevid2vid.training import losses as L
 from facevid2vid.training.transforms import RandomWarp
 
@@ -165,19 +165,15 @@ class GeneratorObjective(nn.Module):
         The driving motion is detached so that H cannot meet the request by misreading the driving frame:
         the term trains what renders a turn (the source's encoding, L's keypoints, M, G).
         """
-        w, d = self.cfg.loss, fwd.driving
-        motion_d = HeadMotion(d.yaw.detach(), d.pitch.detach(), d.roll.detach(), d.translation.detach(),
-                              d.delta.detach())
-        rotation = rotation_from_angles(motion_d.yaw, motion_d.pitch, motion_d.roll)
+        w = self.cfg.loss
         with amp:
-            kp, rot = self.model.driving_keypoints(fwd.source, motion_d, user_rotation(rotation, yaw=view_yaw))
-            turned = self.model.synthesize(fwd.source, kp, rot).image.float()  # (B, 3, S, S)
+            turned = self.model.synthesize_view(fwd.source, fwd.driving.detach(), View(yaw=view_yaw))
+        turned = turned.image.float()  # (B, 3, S, S)
         teacher = batch.driving_pose.float()  # (B, 3) yaw, pitch, roll degrees
         target = angles_from_rotation(user_rotation(
             rotation_from_angles(teacher[:, 0], teacher[:, 1], teacher[:, 2]), yaw=view_yaw.to(teacher)))
-        err = (self.pose_net.angles(turned) - torch.stack(target, dim=1)).abs().mean(dim=1)  # (B,)
-        valid = batch.driving_pose_valid.to(err.dtype)
-        terms = {"free_view": w.free_view * (err * valid).sum() / valid.sum().clamp(min=1.0)}
+        terms = {"free_view": w.free_view * L.angle_loss(self.pose_net.angles(turned), torch.stack(target, dim=1),
+                                                         batch.driving_pose_valid)}
         if self.identity is not None and w.identity:
             with amp:
                 terms["free_view_identity"] = w.identity * self.identity(turned, batch.source).float()

@@ -9,7 +9,7 @@ median and 95th-percentile latency (camera frame in -> synthesized frame out), k
 frames and motion), key frames and why, the PSNR of the frames shown against the face crops
 the sender coded, and the CPU use of the process.
 
-    python benchmarks/call.py                       # the call's model (realtime-128), 30 s, 2 threads
+    python benchmarks/call.py                       # the call's model (realtime-thin-128), 30 s, 2 threads
     python benchmarks/call.py --checkpoint facevid2vid/weights/facevid2vid.safetensors   # the bundled model
     python benchmarks/call.py --seconds 60 --loss 0.1 --threads 2 --json call.json
     python benchmarks/call.py --device cuda
@@ -165,7 +165,7 @@ def print_report(result: dict, args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None,
-                   help="default: the call's (serve --call-checkpoint): the bundled real-time model realtime-128")
+                   help="default: the call's (serve --call-checkpoint): the bundled real-time model realtime-thin-128")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--warmup", type=float, default=5.0)

@@ -301,8 +301,11 @@ def default_checkpoint() -> Path | None:
 
 
 def realtime_checkpoint() -> Path | None:
-    """The bundled real-time model of the live call (``weights/realtime-128.safetensors``), if present."""
-    return _bundled_file("realtime-128.safetensors")
+    """The bundled real-time model of the live call (``weights/realtime-thin-128.safetensors``), if present.
+
+    ``weights/realtime-128.safetensors``, its warm start with twice G's width, stays in the package as the
+    slower choice that keeps identity better (docs/call.md)."""
+    return _bundled_file("realtime-thin-128.safetensors")
 
 
 def _bundled_file(name: str) -> Path | None:

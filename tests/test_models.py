@@ -220,6 +220,17 @@ def test_motion_downsample_must_divide_the_volume():
         dataclasses.replace(model_preset("bundled-128"), name="x")
 
 
+def test_the_thin_real_time_preset_differs_from_realtime_128_in_g_only():
+    thin, base = model_preset("realtime-thin-128"), model_preset("realtime-128")
+    assert thin.generator_channels == base.generator_channels // 2
+    assert dataclasses.replace(thin, name="x", generator_channels=base.generator_channels) == \
+        dataclasses.replace(base, name="x")
+    # so realtime-128 weights fill every network but G (what configs/realtime-thin-128.yaml warm-starts)
+    a, b = FaceVid2Vid(thin).state_dict(), FaceVid2Vid(base).state_dict()
+    differ = {k.split(".")[0] for k in a if a[k].shape != b[k].shape}
+    assert differ == {"generator"}
+
+
 def _skip_model(bias: float | None = None) -> FaceVid2Vid:
     torch.manual_seed(0)
     cfg = dataclasses.replace(model_preset("tiny"), generator_image_skip=True)

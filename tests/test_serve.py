@@ -147,7 +147,7 @@ def test_the_call_uses_the_real_time_model_unless_told_otherwise(tiny_animator, 
     from facevid2vid.serve.app import Server
 
     realtime = realtime_checkpoint()
-    assert realtime is not None and read_checkpoint_config(realtime).name == "realtime-128"
+    assert realtime is not None and read_checkpoint_config(realtime).name == "realtime-thin-128"
     assert ServeSettings().call_model == str(realtime)
     assert ServeSettings(checkpoint="mine.safetensors").call_model == "mine.safetensors"
     assert ServeSettings(checkpoint="a.safetensors", call_checkpoint="b.safetensors").call_model == "b.safetensors"

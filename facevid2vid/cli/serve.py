@@ -23,7 +23,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--call-checkpoint", metavar="FILE", default=None,
                    help="the live call's model (default: --checkpoint when given, else the bundled real-time "
-                        "model realtime-128, docs/call.md)")
+                        "model realtime-thin-128, docs/call.md)")
     p.set_defaults(func=run)
 
 

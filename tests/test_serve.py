@@ -414,6 +414,34 @@ def browser(tmp_path_factory, samples):
         chromium.close()
 
 
+_HIDE_MEDIA = """() => {
+    for (const el of document.querySelectorAll('img, video, canvas')) {
+        const r = el.getBoundingClientRect();
+        if (r.width < 8 || r.height < 8) continue;
+        const box = document.createElement('div');
+        box.className = 'screenshot-redaction';
+        box.textContent = 'face hidden: third-party sample';
+        Object.assign(box.style, {position: 'absolute', left: `${r.left + scrollX}px`, top: `${r.top + scrollY}px`,
+            width: `${r.width}px`, height: `${r.height}px`, background: '#8a8f98', color: '#fff', zIndex: 9999,
+            display: 'flex', alignItems: 'center', justifyContent: 'center', font: '12px sans-serif',
+            textAlign: 'center'});
+        document.body.appendChild(box);
+    }
+}"""
+
+
+def _screenshot(page, folder: Path, name: str) -> None:
+    """Save NAME.png as the page shows it, and NAME-redacted.png with every picture and video covered.
+
+    The sample faces are third-party media: only the redacted screenshots may be committed (docs/call.md).
+    """
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+    page.evaluate(_HIDE_MEDIA)
+    page.screenshot(path=str(folder / f"{name}-redacted.png"), full_page=True)
+    page.evaluate("() => document.querySelectorAll('.screenshot-redaction').forEach(el => el.remove())")
+    print(f"screenshot: {folder / name}.png")
+
+
 def _renders(page) -> int:
     return int(page.get_attribute("#photo-view", "data-renders") or 0)
 
@@ -454,8 +482,7 @@ def test_animate_page_in_a_browser(live_server, browser, samples, screenshots, t
     page.wait_for_function("document.getElementById('strip').naturalWidth > 0")
     # the browser itself decodes both videos (H.264 in .mp4)
     page.wait_for_function("['result-video', 'side-video'].every(id => document.getElementById(id).readyState >= 2)")
-    page.screenshot(path=str(screenshots / "animate.png"), full_page=True)
-    print(f"screenshot: {screenshots / 'animate.png'}")
+    _screenshot(page, screenshots, "animate")
 
 
 def _wait_stats(server: LiveServer, peer: str, done, timeout: float, what: str) -> dict:
@@ -519,8 +546,7 @@ def test_live_call_in_a_browser(live_server, browser, screenshots):
     sent = 8 * (snap["sender"]["header_bytes"] + snap["link"]["bytes"]) / snap["elapsed"] / 1000
     print(f"page: {shown:.2f} kbps; bytes into the link: {sent:.2f} kbps; figures: {stats['receiving']}")
     assert shown == pytest.approx(sent, rel=0.05)
-    page.screenshot(path=str(screenshots / "call.png"), full_page=True)
-    print(f"screenshot: {screenshots / 'call.png'}")
+    _screenshot(page, screenshots, "call")
     # 10% packet loss: the receiver reports it, asks for key frames, and recovers
     page.eval_on_selector("#loss", "el => { el.value = 0.1; el.dispatchEvent(new Event('input'));"
                                    " el.dispatchEvent(new Event('change')); }")
@@ -535,7 +561,7 @@ def test_live_call_in_a_browser(live_server, browser, screenshots):
     print(f"with 10% loss: {link}; {receiver}")
     assert link["loss"] == pytest.approx(0.1) and link["dropped"] + link["corrupted"] >= 2
     assert lossy["sending"]["sender"]["key_reasons"].get("requested", 0) >= 1
-    page.screenshot(path=str(screenshots / "call-loss.png"), full_page=True)
+    _screenshot(page, screenshots, "call-loss")
     page.click("#hangup")
     _wait_for_gone(live_server, peer)
 
@@ -561,7 +587,7 @@ def test_a_second_tab_joins_as_the_other_party(live_server, browser, screenshots
     for peer in (a, b):
         _wait_stats(live_server, peer, lambda s: s["receiving_from"] == "other" and _shown(s) >= 5, 240,
                     f"frames of the other party for {peer[:6]}")
-    second.screenshot(path=str(screenshots / "call-second-tab.png"), full_page=True)
+    _screenshot(second, screenshots, "call-second-tab")
     first.close()  # the page goes: its party is removed, the other one is alone again
     _wait_for_gone(live_server, a)
     assert live_server.get(f"/api/call/{b}/stats")["parties"] == 1

@@ -124,6 +124,46 @@ def test_frames_before_a_face_is_seen_are_not_sent(tiny_animator, franck_frames)
     assert len(out) == 3 and out[0].is_key and direction.sender.no_face == 5
 
 
+def test_h264_tile_codes_at_the_asked_rate_and_reopens_when_it_moves(franck_frames):
+    from facevid2vid.serve.h264 import H264Tile
+
+    crops = np.ascontiguousarray(franck_frames[:50, 40:168, 100:228])  # (50, 128, 128, 3)
+    tile = H264Tile(128)
+    for i in range(0, 25, 5):
+        tile.push(crops[i:i + 5], 40.0, 25.0)
+    start = tile.started
+    stats = tile.stats(start + 1.0)  # 25 frames: one second of video at 25 fps
+    assert stats["frames"] == 25 and tile.latest.shape == (128, 128, 3) and stats["restarts"] == 0
+    assert stats["kbps"] == pytest.approx(8 * tile.bytes / 1000) and 20 < stats["kbps"] < 80, stats
+    assert 20 < stats["psnr_db"] < 50
+    tile.push(crops[25:30], 200.0, 25.0)  # the call's rate moved: a new stream at the new target
+    assert tile.restarts == 1 and tile.target_kbps == 200.0 and tile.frames == 30
+    before = tile.bytes
+    tile.push(crops[30:50], 200.0, 12.0)  # frames come at half the rate: bits per frame follow
+    assert tile.restarts == 2 and tile.fps == 12.0 and tile.frames == 50
+    kbps = 8 * (tile.bytes - before) / (20 / 12) / 1000  # over the 20 frames' time at 12 fps
+    print(f"H.264 at 12 fps for a target of 200 kbps: {kbps:.1f} kbps")
+    assert 100 < kbps < 320
+    with pytest.raises(ValueError, match="expected crops"):
+        tile.push(crops[:1, :64], 40.0, 25.0)
+
+
+def test_the_comparison_tile_follows_the_call_and_switches_off(tiny_animator, franck_frames, monkeypatch):
+    import facevid2vid.serve.session as session
+
+    monkeypatch.setattr(session, "COMPARE_AFTER", 0.0)  # from the first frames on (the call lasts < 2 s here)
+    direction = CallDirection(tiny_animator, CallSettings(output_size=64))
+    direction.set_compare(True)
+    _run_call(direction, franck_frames[:20])
+    tile, snap = direction.h264, direction.snapshot()
+    assert tile.frames >= 15 and tile.latest.shape == (tiny_animator.image_size,) * 2 + (3,)
+    assert snap["h264"]["frames"] == tile.frames and snap["h264"]["target_kbps"] > 0
+    assert snap["stage_s"]["h264"] > 0
+    direction.set_compare(False)
+    _run_call(direction, franck_frames[20:24])
+    assert direction.h264 is None and direction.snapshot()["h264"] is None
+
+
 def test_inbox_is_bounded_and_keeps_the_newest():
     inbox = Inbox(2)
     for i in range(5):
@@ -546,6 +586,13 @@ def test_live_call_in_a_browser(live_server, browser, screenshots):
     sent = 8 * (snap["sender"]["header_bytes"] + snap["link"]["bytes"]) / snap["elapsed"] / 1000
     print(f"page: {shown:.2f} kbps; bytes into the link: {sent:.2f} kbps; figures: {stats['receiving']}")
     assert shown == pytest.approx(sent, rel=0.05)
+    # the H.264 tile: the same crops through libx264 at the call's bitrate, shown beside the call
+    page.check("#compare")
+    page.wait_for_function("Number(document.getElementById('h264').dataset.frames || 0) >= 3", timeout=60_000)
+    h264 = live_server.get(f"/api/call/{peer}/stats")["sending"]["h264"]
+    print(f"H.264 tile: {h264}")
+    assert h264["frames"] > 0 and h264["target_kbps"] > 0 and h264["psnr_db"] > 15
+    page.wait_for_function("document.getElementById('s-h264').dataset.kbps > 0")
     _screenshot(page, screenshots, "call")
     # 10% packet loss: the receiver reports it, asks for key frames, and recovers
     page.eval_on_selector("#loss", "el => { el.value = 0.1; el.dispatchEvent(new Event('input'));"

@@ -269,9 +269,23 @@ async def call_history(request: web.Request) -> web.Response:
 
 
 async def call_settings(request: web.Request) -> web.Response:
-    body = await _json(request)
-    loss = request.app[SERVER].calls.set_loss(request.match_info["peer"], body.get("loss", 0.0))
-    return web.json_response({"loss": loss})
+    """{loss: 0..1, compare: bool}, each optional: the packet-loss slider and the H.264 tile switch."""
+    body, calls, peer = await _json(request), request.app[SERVER].calls, request.match_info["peer"]
+    unknown = set(body) - {"loss", "compare"}
+    if unknown:
+        raise UploadError(f"unknown call settings: {', '.join(sorted(map(str, unknown)))}")
+    done = {}
+    if "loss" in body:
+        done["loss"] = calls.set_loss(peer, body["loss"])
+    if "compare" in body:
+        done["compare"] = calls.set_compare(peer, body["compare"])
+    return web.json_response(done)
+
+
+async def call_h264(request: web.Request) -> web.Response:
+    """The H.264 comparison tile's latest frame (PNG)."""
+    frame = request.app[SERVER].calls.h264_frame(request.match_info["peer"])
+    return web.Response(body=png_bytes(frame), content_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 async def call_hangup(request: web.Request) -> web.Response:
@@ -303,6 +317,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_get("/api/call/{peer}/stats", call_stats)
     app.router.add_get("/api/call/{peer}/history", call_history)
     app.router.add_post("/api/call/{peer}/settings", call_settings)
+    app.router.add_get("/api/call/{peer}/h264.png", call_h264)
     app.router.add_post("/api/call/{peer}/hangup", call_hangup)
 
     async def on_shutdown(_app):

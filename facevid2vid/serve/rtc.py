@@ -237,6 +237,20 @@ class CallManager:
             raise UploadError(str(exc)) from None
         return float(loss)
 
+    def set_compare(self, ident: str, on) -> bool:
+        if not isinstance(on, bool):
+            raise UploadError("compare is true or false")
+        self.get(ident).direction.set_compare(on)
+        return on
+
+    def h264_frame(self, ident: str) -> np.ndarray:
+        """The latest frame of a party's H.264 comparison tile (its own camera, coded by libx264)."""
+        tile = self.get(ident).direction.h264
+        if tile is None or tile.latest is None:
+            raise UploadError("no H.264 frame yet (switch the comparison on; it starts 2 s into the call)",
+                              status=404)
+        return tile.latest
+
     async def remove(self, party: Party) -> None:
         if self.parties.pop(party.id, None) is None:
             return  # removed already (closing the connection reports "closed" once more)

@@ -27,9 +27,11 @@ import numpy as np
 from facevid2vid.codec import bitstream as bs
 from facevid2vid.codec.decoder import StreamDecoder
 from facevid2vid.codec.encoder import Encoder, EncoderSettings
+from facevid2vid.serve.h264 import H264Tile
 from facevid2vid.serve.settings import CallSettings, LinkSettings
 
 KEY_REQUESTED = "requested"  # key frame reason: the receiver asked for it
+COMPARE_AFTER = 2.0  # seconds of call before the H.264 tile takes the call's bitrate as its target
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Sender:
         self.no_face = 0  # frames skipped because no face was ever seen
         self.seconds: Counter = Counter()  # time spent tracking and encoding
         self.face = False
+        self.tap = None  # called with each batch of crops (the H.264 comparison tile)
 
     def _tracker(self, frame: np.ndarray):
         from facevid2vid.face.track import CausalTracker
@@ -191,6 +194,8 @@ class Sender:
         self.seconds["track"] += time.monotonic() - begin
         if not len(crops):
             return []
+        if self.tap is not None:
+            self.tap(crops)
         first = self.encoder.frame_index
         for i, t in enumerate(times):
             self.times[first + i] = t
@@ -304,6 +309,26 @@ class CallDirection:
         self.history: deque[dict] = deque(maxlen=64)  # recent snapshots (figures shown are checkable)
         self.steps = 0
         self.busy = 0.0  # seconds spent in step()
+        self.h264: H264Tile | None = None  # the comparison tile, while it is on
+        self.h264_seconds = 0.0
+
+    def set_compare(self, on: bool) -> None:
+        """Switch the H.264 comparison tile on or off (off frees its encoder)."""
+        if on and self.h264 is None:
+            self.h264 = H264Tile(self.sender.size)
+            self.sender.tap = self._compare
+        elif not on:
+            self.h264, self.sender.tap = None, None
+
+    def _compare(self, crops: np.ndarray) -> None:
+        """Code the crops with libx264 at the neural codec's bitrate and frame rate so far (from 2 s into the call)."""
+        snap, tile = self.snapshot(), self.h264
+        if tile is None or "kbps" not in snap or snap["elapsed"] < max(COMPARE_AFTER, 1e-3) \
+                or not snap["sender"]["frames"]:
+            return
+        begin = time.monotonic()
+        tile.push(crops, snap["kbps"]["total"], snap["sender"]["frames"] / snap["elapsed"])
+        self.h264_seconds += time.monotonic() - begin
 
     def step(self, frames: list[CapturedFrame] | None = None) -> list[OutputFrame]:
         """Encode the frames (default: those waiting in the inbox), send, receive; the frames to show."""
@@ -346,6 +371,7 @@ class CallDirection:
         sender, link = self.sender.stats(), self.link.stats()
         total = sender["header_bytes"] + sender["key_bytes"] + sender["motion_bytes"]
         lat = list(self.latencies)
+        tile = self.h264  # switched from the event loop's thread: read once
 
         def kbps(nbytes: int) -> float:
             return round(8 * nbytes / elapsed / 1000, 3) if elapsed > 0 else 0.0
@@ -356,7 +382,8 @@ class CallDirection:
                              "latency_ms_median": _ms(lat, 50), "latency_ms_p95": _ms(lat, 95)},
                 "kbps": {"total": kbps(total), "key": kbps(sender["key_bytes"]),
                          "motion": kbps(sender["motion_bytes"])},
-                "steps": self.steps, "busy_s": round(self.busy, 3), "stage_s": self._stages()}
+                "steps": self.steps, "busy_s": round(self.busy, 3), "stage_s": self._stages(),
+                "h264": tile.stats(now) if tile is not None else None}
         with self.lock:
             self.seq += 1
             snap["seq"] = self.seq
@@ -366,7 +393,7 @@ class CallDirection:
         """Seconds spent in each stage so far (tracking, encoding, decoding with rendering)."""
         sender = self.sender.seconds
         return {"track": round(sender["track"], 3), "encode": round(sender["encode"], 3),
-                "decode": round(self.receiver.seconds, 3)}
+                "decode": round(self.receiver.seconds, 3), "h264": round(self.h264_seconds, 3)}
 
     def snapshot(self) -> dict:
         """The latest figures (a copy safe to read from any thread)."""

@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 let pc = null;
 let peer = null;
 let poller = null;
+let tiler = null;
 
 function sayError(text) { $("call-error").textContent = text || ""; }
 function state(text) { $("call-state").textContent = text; }
@@ -57,8 +58,10 @@ async function start() {
     document.body.dataset.peer = peer;
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
     await setLoss();
+    await setCompare();
     $("hangup").disabled = false;
     poller = setInterval(poll, 500);
+    tiler = setInterval(refreshTile, 200);
   } catch (error) {
     sayError(error.message || String(error));
     await hangup();
@@ -67,7 +70,8 @@ async function start() {
 
 async function hangup() {
   if (poller) clearInterval(poller);
-  poller = null;
+  if (tiler) clearInterval(tiler);
+  poller = tiler = null;
   if (peer) {
     const id = peer;
     peer = null;
@@ -81,6 +85,25 @@ async function hangup() {
   $("start").disabled = false;
   $("hangup").disabled = true;
   state("not in a call");
+}
+
+async function setCompare() {
+  const on = $("compare").checked;
+  $("h264-figure").hidden = !on;
+  $("h264-row").hidden = !on;
+  if (peer) await postJson(`/api/call/${peer}/settings`, { compare: on });
+}
+
+function refreshTile() {
+  // the tile is a PNG of the latest H.264 frame, fetched again whenever the last one has loaded
+  if (!peer || !$("compare").checked) return;
+  const img = $("h264");
+  if (img.dataset.loading === "1") return;
+  img.dataset.loading = "1";
+  const next = new Image();
+  next.onload = () => { img.src = next.src; img.dataset.loading = ""; img.dataset.frames = Number(img.dataset.frames || 0) + 1; };
+  next.onerror = () => { img.dataset.loading = ""; };  // none yet (the first 2 s), or the call ended
+  next.src = `/api/call/${peer}/h264.png?t=${Date.now()}`;
 }
 
 async function setLoss() {
@@ -117,6 +140,13 @@ function fill(prefix, snap) {
   $(`${prefix}-latency`).textContent = `${fmt(r.latency_ms_median, 0)} / ${fmt(r.latency_ms_p95, 0)} ms`;
   $(`${prefix}-input`).textContent = `${snap.input.received}, ${snap.input.dropped}`;
   $(`${prefix}-problem`).textContent = r.last_problem || "none";
+  if (prefix === "s") {
+    const h = snap.h264;
+    const cell = $("s-h264");
+    cell.textContent = h ? `${fmt(h.kbps, 2)} (${fmt(h.target_kbps, 2)}), ${h.psnr_db === null ? "–" : `${fmt(h.psnr_db, 2)} dB`}`
+                         : ($("compare").checked ? "starts 2 s into the call" : "off");
+    cell.dataset.kbps = h ? h.kbps : "";
+  }
 }
 
 async function browserBuffer() {
@@ -154,12 +184,13 @@ async function poll() {
 async function loadInfo() {
   const response = await fetch("/api/info");
   const info = await response.json();
-  $("model").textContent = `model ${info.model} (${info.size} px) on ${info.device}`;
+  $("model").textContent = `call model ${info.call_model} on ${info.device}`;
 }
 
 $("start").addEventListener("click", start);
 $("hangup").addEventListener("click", hangup);
 $("loss").addEventListener("input", () => { $("loss-value").textContent = `${Math.round(Number($("loss").value) * 100)}%`; });
 $("loss").addEventListener("change", () => setLoss().catch((error) => sayError(error.message)));
+$("compare").addEventListener("change", () => setCompare().catch((error) => sayError(error.message)));
 window.addEventListener("pagehide", () => { if (peer) navigator.sendBeacon(`/api/call/${peer}/hangup`); });
 loadInfo().catch((error) => sayError(error.message));
